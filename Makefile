@@ -1,0 +1,61 @@
+# k8s-calico. `make demo` and `make test` are all a fresh machine needs (Rust, Python 3, apt).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+CARGO   ?= cargo
+PYTHON  ?= python3
+VENV    := .venv
+LIBRARY := ansible/roles/k8s_calico/library
+MODULES := calico_matrix
+MUSL    := x86_64-unknown-linux-musl
+ANSIBLE_PLAYBOOK := $(VENV)/bin/ansible-playbook
+
+.PHONY: build venv test lint demo dist bench clean help
+
+help:
+	@echo "make          build the modules (release) into $(LIBRARY)"
+	@echo "make demo     run the playbook end to end and print the plan"
+	@echo "make test     every test: fmt, clippy, cargo tests, Ansible runs"
+	@echo "make dist     static musl build of the modules into dist/"
+	@echo "make bench    benchmarks, rewriting docs/benchmarks.md"
+
+## Release binaries beside their sidecar documentation, where the role finds them.
+build:
+	$(CARGO) build --release --locked -p k8s-calico --bins
+	@for m in $(MODULES); do install -m 0755 target/release/$$m $(LIBRARY)/$$m; done
+	@echo "modules installed in $(LIBRARY): $(MODULES)"
+
+## ansible-core in a private virtualenv (nothing is installed system-wide).
+venv: $(VENV)/.installed
+$(VENV)/.installed: tests/ansible/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -r tests/ansible/requirements.txt
+	@touch $@
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+## Everything CI checks. The Ansible end-to-end tests are Rust tests that drive the real
+## ansible-playbook from the virtualenv; K8S_CALICO_REQUIRE_ANSIBLE makes them fail instead of skip.
+test: venv lint
+	K8S_CALICO_VENV=$(CURDIR)/$(VENV) K8S_CALICO_REQUIRE_ANSIBLE=1 \
+		$(CARGO) test --locked --workspace
+
+demo: build venv
+	ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg $(ANSIBLE_PLAYBOOK) -i inventory/demo/hosts playbooks/upgrade.yml --tags calico \
+		-e k8s_calico_kubernetes_version=1.27.16 -e k8s_calico_current_version=v3.25.2 -e k8s_target_version=1.28.15
+
+## Static binaries for running the modules on a remote host whatever its glibc.
+dist:
+	rustup target add $(MUSL)
+	$(CARGO) build --release --locked -p k8s-calico --bins --target $(MUSL)
+	@mkdir -p dist
+	@for m in $(MODULES); do install -m 0755 target/$(MUSL)/release/$$m dist/$$m; cp $(LIBRARY)/$$m.yml dist/; done
+	@file dist/* | grep -v '\.yml' || true
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV) dist $(addprefix $(LIBRARY)/,$(MODULES))

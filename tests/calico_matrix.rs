@@ -1,0 +1,421 @@
+//! `calico_matrix` driven through the real binary, the way Ansible runs it: an arguments file in,
+//! one JSON object out.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_calico_matrix");
+
+/// Runs the binary on `args` and returns (result, exit code), checking the protocol on the way:
+/// stdout is exactly one line holding one JSON object.
+fn run(args: Value) -> (Value, i32) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("args");
+    std::fs::write(&path, serde_json::to_vec(&args).unwrap()).unwrap();
+    run_path(Some(&path))
+}
+
+fn run_path(path: Option<&Path>) -> (Value, i32) {
+    let mut cmd = Command::new(BIN);
+    if let Some(p) = path {
+        cmd.arg(p);
+    }
+    // The cluster lookup must not find a developer's own kubeconfig.
+    cmd.env_remove("KUBECONFIG")
+        .env_remove("K8S_AUTH_KUBECONFIG")
+        .env("HOME", "/nonexistent");
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "stdout must be one line: {stdout:?}"
+    );
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(v.is_object());
+    (v, out.status.code().unwrap())
+}
+
+fn facts(args: Value) -> Value {
+    let (out, code) = run(args);
+    assert_eq!(out["failed"], json!(false), "{out}");
+    assert_eq!(code, 0);
+    assert_eq!(out["changed"], json!(false));
+    out["ansible_facts"]["calico_matrix"].clone()
+}
+
+fn failure(args: Value) -> String {
+    let (out, code) = run(args);
+    assert_eq!(out["failed"], json!(true), "{out}");
+    assert_eq!(code, 1);
+    let msg = out["msg"].as_str().unwrap().to_string();
+    assert!(!msg.contains('\n'));
+    msg
+}
+
+/// The catalog data read independently of the library, to check the binary against it.
+struct Data {
+    releases: Vec<(semver::Version, String, bool)>,
+    tested: Vec<(String, Vec<String>)>,
+}
+
+fn data() -> Data {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/catalog.yaml")).unwrap();
+    let doc: Value = serde_saphyr::from_str(&text).unwrap();
+    let releases = doc["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let v = semver::Version::parse(r["version"].as_str().unwrap().trim_start_matches('v'))
+                .unwrap();
+            (
+                v,
+                r["operator"].as_str().unwrap().to_string(),
+                r.get("install").is_none(),
+            )
+        })
+        .collect();
+    let tested = doc["minors"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(m, i)| {
+            let ks = i["k8s_tested"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k.as_str().unwrap().to_string())
+                .collect();
+            (m.clone(), ks)
+        })
+        .collect();
+    Data { releases, tested }
+}
+
+#[test]
+fn every_kubernetes_minor_is_consistent_with_the_catalog() {
+    let d = data();
+    for minor in 23..=36 {
+        let k = format!("1.{minor}");
+        let f = facts(json!({"kubernetes_version": format!("{k}.3")}));
+        assert_eq!(f["kubernetes_minor"], json!(k));
+        let tested: Vec<&String> = d
+            .tested
+            .iter()
+            .filter(|(_, ks)| ks.contains(&k))
+            .map(|(m, _)| m)
+            .collect();
+        let newest = tested
+            .iter()
+            .max_by_key(|m| m.split('.').nth(1).unwrap().parse::<u64>().unwrap())
+            .unwrap();
+        let oldest = tested
+            .iter()
+            .min_by_key(|m| m.split('.').nth(1).unwrap().parse::<u64>().unwrap())
+            .unwrap();
+        let in_minor = |m: &str| {
+            d.releases
+                .iter()
+                .filter(move |(v, _, _)| format!("{}.{}", v.major, v.minor) == m)
+                .collect::<Vec<_>>()
+        };
+        let rec = in_minor(newest)
+            .into_iter()
+            .filter(|(_, _, ok)| *ok)
+            .max_by(|a, b| a.0.cmp(&b.0))
+            .unwrap();
+        let min = in_minor(oldest)
+            .into_iter()
+            .min_by(|a, b| a.0.cmp(&b.0))
+            .unwrap();
+        assert_eq!(
+            f["recommended_version"],
+            json!(format!("v{}", rec.0)),
+            "{k}"
+        );
+        assert_eq!(f["operator_version"], json!(rec.1), "{k}");
+        assert_eq!(f["minimum_version"], json!(format!("v{}", min.0)), "{k}");
+        assert_eq!(f["matrix_source"], json!("builtin"));
+    }
+}
+
+#[test]
+fn the_seeds_matrix_as_an_override_is_refused_naming_the_right_operator() {
+    let seed = json!({
+        "1.23": {"recommended_version": "v3.24.6", "minimum_version": "v3.22.0", "operator_version": "v1.30.9"},
+        "1.24": {"recommended_version": "v3.25.2", "minimum_version": "v3.23.0", "operator_version": "v1.32.7"},
+        "1.25": {"recommended_version": "v3.26.4", "minimum_version": "v3.24.0", "operator_version": "v1.34.3"},
+        "1.26": {"recommended_version": "v3.27.4", "minimum_version": "v3.25.0", "operator_version": "v1.36.1"},
+        "1.27": {"recommended_version": "v3.28.2", "minimum_version": "v3.26.0", "operator_version": "v1.38.1"}
+    });
+    let msg = failure(json!({"kubernetes_version": "1.27", "matrix": seed}));
+    for expected in [
+        "[1.23] operator v1.30.9 ships Calico v3.26.4; Calico v3.24.6 ships with operator v1.28.13",
+        "[1.24] operator v1.32.7 ships Calico v3.27.3; Calico v3.25.2 ships with operator v1.29.6",
+        "[1.25] operator v1.34.3 ships Calico v3.28.1; Calico v3.26.4 ships with operator v1.30.9",
+        "[1.26] operator v1.36.1 ships Calico v3.29.0; Calico v3.27.4 ships with operator v1.32.10",
+        "[1.27] operator v1.38.1 ships Calico v3.30.1; Calico v3.28.2 ships with operator v1.34.5",
+    ] {
+        assert!(msg.contains(expected), "missing {expected:?} in {msg}");
+    }
+}
+
+#[test]
+fn a_corrected_override_is_used() {
+    let f = facts(
+        json!({"kubernetes_version": "1.27", "calico_version": "3.26.4", "matrix": {
+        "1.27": {"recommended_version": "v3.27.5", "minimum_version": "v3.26.0", "operator_version": "v1.32.12"}}}),
+    );
+    assert_eq!(f["matrix_source"], json!("override"));
+    assert_eq!(f["recommended_version"], json!("v3.27.5"));
+    assert_eq!(
+        f["upgrade_path"],
+        json!([{"version": "v3.27.5", "operator_version": "v1.32.12", "tested": true}])
+    );
+}
+
+#[test]
+fn old_unknown_and_malformed_versions_are_refused() {
+    assert_eq!(
+        failure(json!({"kubernetes_version": "1.22.17"})),
+        "Kubernetes 1.22 is not supported; supported: 1.23 to 1.36"
+    );
+    assert!(failure(json!({"kubernetes_version": "1.37.0"})).contains("allow_untested"));
+    let msg = failure(json!({"kubernetes_version": "one.two"}));
+    assert!(
+        msg.starts_with("kubernetes_version: 'one.two' is not a Kubernetes version"),
+        "{msg}"
+    );
+    let msg = failure(json!({"kubernetes_version": "1.27", "calico_version": "3.x"}));
+    assert!(
+        msg.starts_with("calico_version: '3.x' is not a release version"),
+        "{msg}"
+    );
+    let msg = failure(json!({"kubernetes_version": 1.3}));
+    assert!(msg.contains("quote it"), "{msg}");
+    let msg = failure(json!({"kubernetes_version": "1.27", "target_calico_version": "v3.26.2"}));
+    assert!(
+        msg.contains("must not be installed: tagged but never published"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn stepwise_and_direct_paths() {
+    let f = facts(json!({"kubernetes_version": "v1.27.16", "calico_version": "v3.25.2"}));
+    let hops: Vec<&str> = f["upgrade_path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(hops, ["v3.26.5", "v3.27.5", "v3.28.5"]);
+    assert_eq!(f["upgrade_needed"], json!(true));
+    assert_eq!(f["current_supported"], json!(true));
+    let f = facts(
+        json!({"kubernetes_version": "v1.27.16", "calico_version": "v3.25.2", "strategy": "direct"}),
+    );
+    assert_eq!(
+        f["upgrade_path"],
+        json!([{"version": "v3.28.5", "operator_version": "v1.34.13", "tested": true}])
+    );
+    let (out, _) = run(json!({"kubernetes_version": "1.27", "calico_version": "v3.29.7"}));
+    assert_eq!(
+        out["ansible_facts"]["calico_matrix"]["upgrade_needed"],
+        json!(false)
+    );
+    assert!(
+        out["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("never downgraded"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bridge_versions_for_each_kubernetes_upgrade() {
+    // Running the recommendation of the old minor: is a bridge needed before kubeadm moves?
+    let cases = [
+        ("1.23", "1.24", "v3.25.2", Value::Null),
+        ("1.24", "1.25", "v3.26.5", Value::Null),
+        ("1.25", "1.26", "v3.26.5", Value::Null),
+        ("1.26", "1.27", "v3.26.5", Value::Null),
+        ("1.27", "1.28", "v3.28.5", Value::Null),
+        ("1.28", "1.29", "v3.28.5", Value::Null),
+        ("1.29", "1.30", "v3.29.7", Value::Null),
+        // Running an older release that the next minor is not tested with:
+        ("1.23", "1.24", "v3.23.5", json!("v3.25.2")),
+        ("1.24", "1.25", "v3.24.5", Value::Null),
+        ("1.25", "1.26", "v3.24.5", json!("v3.26.5")),
+        ("1.26", "1.27", "v3.25.2", Value::Null),
+        ("1.27", "1.28", "v3.26.5", Value::Null),
+        ("1.28", "1.29", "v3.26.5", json!("v3.28.5")),
+        ("1.29", "1.30", "v3.27.5", json!("v3.29.7")),
+    ];
+    for (from, to, running, bridge) in cases {
+        let f = facts(
+            json!({"kubernetes_version": from, "target_kubernetes_version": to,
+            "calico_version": running, "target_calico_version": running}),
+        );
+        assert_eq!(f["target_kubernetes_minor"], json!(to));
+        assert_eq!(
+            f["bridge_version"], bridge,
+            "{from}->{to} running {running}"
+        );
+        assert_eq!(f["kubernetes_path"].as_array().unwrap().len(), 1);
+    }
+    let f = facts(
+        json!({"kubernetes_version": "1.27", "target_kubernetes_version": "1.30", "calico_version": "v3.26.4"}),
+    );
+    let steps: Vec<(&str, &str)> = f["kubernetes_path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["to"].as_str().unwrap(),
+                s["recommended_version"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("1.28", "v3.28.5"),
+            ("1.29", "v3.29.7"),
+            ("1.30", "v3.29.7")
+        ]
+    );
+}
+
+#[test]
+fn bad_arguments_give_one_clean_json_failure() {
+    let msg = failure(json!({"kubernetes_version": "1.27", "foo": 1}));
+    assert!(msg.starts_with("Unsupported parameters for (calico_matrix) module: foo. Supported parameters include: allow_untested, calico_version, context,"), "{msg}");
+    assert!(msg.ends_with("(verify_ssl)."), "{msg}");
+    let msg = failure(json!({"kubernetes_version": "1.27", "allow_untested": "perhaps"}));
+    assert!(
+        msg.starts_with(
+            "argument 'allow_untested' is of type str and we were unable to convert to bool"
+        ),
+        "{msg}"
+    );
+    let msg = failure(json!({"kubernetes_version": "1.27", "strategy": "fast"}));
+    assert_eq!(
+        msg,
+        "value of strategy must be one of: stepwise, direct, got: fast"
+    );
+    let msg = failure(json!({"kubernetes_version": "1.27", "matrix": [1, 2]}));
+    assert!(
+        msg.starts_with("argument 'matrix' is of type list"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn missing_or_broken_args_files_give_one_clean_json_failure() {
+    let (out, code) = run_path(Some(Path::new("/nonexistent/args")));
+    assert_eq!((out["failed"].clone(), code), (json!(true), 1));
+    assert!(
+        out["msg"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read the arguments file")
+    );
+    let (out, code) = run_path(None);
+    assert_eq!((out["failed"].clone(), code), (json!(true), 1));
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("args");
+    std::fs::write(&p, b"{not json").unwrap();
+    let (out, _) = run_path(Some(&p));
+    assert!(out["msg"].as_str().unwrap().contains("is not valid JSON"));
+}
+
+#[test]
+fn check_mode_and_ansible_keys_are_accepted() {
+    let (out, code) = run(
+        json!({"kubernetes_version": "1.28", "_ansible_check_mode": true, "_ansible_diff": true,
+        "_ansible_verbosity": 2, "_ansible_version": "2.19.4", "_ansible_tmpdir": "/tmp/x/", "_ansible_new_thing": [1]}),
+    );
+    assert_eq!(code, 0);
+    assert_eq!(out["changed"], json!(false));
+    assert_eq!(
+        out["ansible_facts"]["calico_matrix"]["recommended_version"],
+        json!("v3.28.5")
+    );
+}
+
+/// A one-shot stand-in API server that answers `/version`, to prove the version is read from the
+/// cluster when not given (the full simulator is exercised by the upgrade tests).
+fn version_server(git_version: &'static str) -> (String, std::thread::JoinHandle<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line).unwrap();
+        let mut auth = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line.to_ascii_lowercase().starts_with("authorization:") {
+                auth = line.trim().to_string();
+            }
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        let body = json!({"major": "1", "minor": "29", "gitVersion": git_version, "gitCommit": "x",
+            "gitTreeState": "clean", "buildDate": "2024-01-01T00:00:00Z", "goVersion": "go1.21",
+            "compiler": "gc", "platform": "linux/amd64"})
+        .to_string();
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(resp.as_bytes()).unwrap();
+        format!("{} {}", request_line.trim(), auth)
+    });
+    (format!("http://{addr}"), handle)
+}
+
+#[test]
+fn the_kubernetes_version_is_read_from_the_cluster_when_omitted() {
+    let (url, server) = version_server("v1.29.4+rke2r1");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("config");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"{url}\"}}\nusers:\n- name: u\n  user: {{token: abc}}\ncontexts:\n- name: ctx\n  context: {{cluster: c, user: u}}\ncurrent-context: ctx\n"
+        ),
+    )
+    .unwrap();
+    let f = facts(json!({"kubeconfig": kubeconfig, "calico_version": "3.27.5"}));
+    assert_eq!(f["kubernetes_version"], json!("1.29.4"));
+    assert_eq!(f["recommended_version"], json!("v3.29.7"));
+    let seen = server.join().unwrap();
+    assert!(seen.starts_with("GET /version HTTP/1.1"), "{seen}");
+    assert!(
+        seen.ends_with("Bearer abc"),
+        "the token must be sent: {seen}"
+    );
+}
+
+#[test]
+fn an_unreachable_cluster_is_a_clean_failure() {
+    let msg = failure(json!({"calico_version": "3.27.5"}));
+    assert!(
+        msg.starts_with("kubernetes_version not given and it could not be read from the cluster"),
+        "{msg}"
+    );
+    assert!(msg.contains("give kubeconfig"), "{msg}");
+}
