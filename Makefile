@@ -49,9 +49,12 @@ demo: build venv
 		-e k8s_calico_kubernetes_version=1.27.16 -e k8s_calico_current_version=v3.25.2 -e k8s_target_version=1.28.15
 
 ## Static binaries for running the modules on a remote host whatever its glibc.
+## ring's C and assembly need a musl C compiler: musl-tools from the system package manager.
 dist:
 	rustup target add $(MUSL)
-	$(CARGO) build --release --locked -p k8s-calico --bins --target $(MUSL)
+	@command -v musl-gcc >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get install -y musl-tools; else sudo apt-get install -y musl-tools; fi; }
+	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --release --locked -p k8s-calico --bins --target $(MUSL)
 	@mkdir -p dist
 	@for m in $(MODULES); do install -m 0755 target/$(MUSL)/release/$$m dist/$$m; cp $(LIBRARY)/$$m.yml dist/; done
 	@file dist/* | grep -v '\.yml' || true
