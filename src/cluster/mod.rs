@@ -9,6 +9,12 @@ use anyhow::{Context, Result, anyhow};
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+pub mod apply;
+pub mod detect;
+pub mod lock;
+pub mod objects;
+pub mod wait;
+
 use crate::module::{Module, Param};
 use crate::version::KubernetesVersion;
 
