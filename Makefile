@@ -10,8 +10,11 @@ LIBRARY := ansible/roles/k8s_calico/library
 MODULES := calico_matrix
 MUSL    := x86_64-unknown-linux-musl
 ANSIBLE_PLAYBOOK := $(VENV)/bin/ansible-playbook
+# Installs Debian packages, as root or through sudo, refreshing the package lists if needed.
+APT_INSTALL = SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	$$SUDO apt-get install -y -q $(1) || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q $(1); }
 
-.PHONY: build venv test lint demo dist bench clean help
+.PHONY: build venv test-tools test lint demo dist bench clean help
 
 help:
 	@echo "make          build the modules (release) into $(LIBRARY)"
@@ -34,14 +37,22 @@ $(VENV)/.installed: tests/ansible/requirements.txt
 	$(VENV)/bin/python -m pip install --quiet -r tests/ansible/requirements.txt
 	@touch $@
 
+## The tools the probe script uses in the agnhost image, for its loopback test.
+TEST_PACKAGES := curl netcat-openbsd bind9-dnsutils
+test-tools:
+	@if ! command -v curl >/dev/null || ! command -v nc >/dev/null || ! command -v nslookup >/dev/null; then \
+		$(call APT_INSTALL,$(TEST_PACKAGES)); \
+	fi
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 ## Everything CI checks. The Ansible end-to-end tests are Rust tests that drive the real
-## ansible-playbook from the virtualenv; K8S_CALICO_REQUIRE_ANSIBLE makes them fail instead of skip.
-test: venv lint
-	K8S_CALICO_VENV=$(CURDIR)/$(VENV) K8S_CALICO_REQUIRE_ANSIBLE=1 \
+## ansible-playbook from the virtualenv; K8S_CALICO_NO_SKIP makes every test whose tools are
+## missing fail instead of skip.
+test: venv test-tools lint
+	K8S_CALICO_VENV=$(CURDIR)/$(VENV) K8S_CALICO_NO_SKIP=1 \
 		$(CARGO) test --locked --workspace
 
 demo: build venv
@@ -52,8 +63,7 @@ demo: build venv
 ## ring's C and assembly need a musl C compiler: musl-tools from the system package manager.
 dist:
 	rustup target add $(MUSL)
-	@command -v musl-gcc >/dev/null || { \
-		if [ "$$(id -u)" = 0 ]; then apt-get install -y musl-tools; else sudo apt-get install -y musl-tools; fi; }
+	@command -v musl-gcc >/dev/null || { $(call APT_INSTALL,musl-tools); }
 	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --release --locked -p k8s-calico --bins --target $(MUSL)
 	@mkdir -p dist
 	@for m in $(MODULES); do install -m 0755 target/$(MUSL)/release/$$m dist/$$m; cp $(LIBRARY)/$$m.yml dist/; done

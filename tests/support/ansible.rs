@@ -16,7 +16,7 @@ pub fn repo() -> PathBuf {
 }
 
 /// Finds the virtualenv with ansible-core, or says why the test is skipped. Under `make test`
-/// (`K8S_CALICO_REQUIRE_ANSIBLE=1`) a missing virtualenv fails the test instead.
+/// (`K8S_CALICO_NO_SKIP=1`) a missing virtualenv fails the test instead.
 pub fn venv() -> Option<PathBuf> {
     let candidate = std::env::var_os("K8S_CALICO_VENV")
         .map(PathBuf::from)
@@ -24,7 +24,7 @@ pub fn venv() -> Option<PathBuf> {
     if candidate.join("bin/ansible-playbook").exists() {
         return Some(candidate);
     }
-    if std::env::var("K8S_CALICO_REQUIRE_ANSIBLE").as_deref() == Ok("1") {
+    if std::env::var("K8S_CALICO_NO_SKIP").as_deref() == Ok("1") {
         panic!(
             "ansible-playbook not found in {}: run `make venv`",
             candidate.display()
