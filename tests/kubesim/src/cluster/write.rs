@@ -1,0 +1,688 @@
+//! Create, update and status update: metadata the server owns, status kept apart from spec,
+//! generation rules, defaulting and validation, no-op detection, managedFields, and the
+//! finalization an update can trigger.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::{Cluster, Resolved, WriteOptions, WriteOutcome, object_key};
+use crate::admission;
+use crate::clock;
+use crate::error::{ApiError, ApiResult, FieldCause};
+use crate::ids;
+use crate::store::{ObjectKey, StoreState, StoredObject};
+
+/// Which part of an object a write may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// The main resource: status is ignored for types with a status subresource.
+    Main,
+    /// The status subresource: everything but status is ignored.
+    Status,
+    /// `namespaces/finalize`: only `spec.finalizers` changes.
+    Finalize,
+}
+
+impl Scope {
+    pub(crate) fn from_subresource(sub: Option<&str>) -> ApiResult<Self> {
+        match sub {
+            None | Some("") => Ok(Scope::Main),
+            Some("status") => Ok(Scope::Status),
+            Some("finalize") => Ok(Scope::Finalize),
+            Some(_) => Err(ApiError::method_not_allowed()),
+        }
+    }
+}
+
+pub(crate) fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = Value::Object(Map::new());
+    }
+    obj["metadata"].as_object_mut().expect("metadata is an object")
+}
+
+pub(crate) fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get(field)?.as_str()
+}
+
+pub(crate) fn finalizers(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect()
+}
+
+/// Checks the body is an object of the resolved type and stamps the storage apiVersion/kind.
+pub(crate) fn normalize_type(r: &Resolved, obj: &mut Value) -> ApiResult<()> {
+    let Some(m) = obj.as_object_mut() else {
+        return Err(ApiError::bad_request(
+            "the body of the request is not a JSON object",
+        ));
+    };
+    let want_kind = &r.rt.kind;
+    if let Some(kind) = m.get("kind").and_then(Value::as_str)
+        && !kind.is_empty()
+        && kind != want_kind
+    {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({want_kind})"
+        )));
+    }
+    if let Some(av) = m.get("apiVersion").and_then(Value::as_str)
+        && !av.is_empty()
+    {
+        let (g, v) = super::split_api_version(av);
+        if g != r.rt.group || r.rt.version(v).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({})",
+                r.api_version()
+            )));
+        }
+    }
+    // Objects are stored in the storage version; multi-version CRDs convert with None, so the
+    // body is the same in every version.
+    let storage = r.rt.api_version(&r.rt.storage_version().name);
+    m.shift_remove("apiVersion");
+    m.shift_remove("kind");
+    let rest = std::mem::take(m);
+    m.insert("apiVersion".into(), Value::String(storage));
+    m.insert("kind".into(), Value::String(want_kind.clone()));
+    m.extend(rest);
+    Ok(())
+}
+
+/// The object without `metadata` and (optionally) `status`: what generation tracks.
+fn spec_part(obj: &Value, with_status: bool) -> Value {
+    let mut m = obj.as_object().cloned().unwrap_or_default();
+    m.shift_remove("metadata");
+    m.shift_remove("apiVersion");
+    m.shift_remove("kind");
+    if !with_status {
+        m.shift_remove("status");
+    }
+    Value::Object(m)
+}
+
+/// The object as compared for no-op detection: managedFields timestamps and the
+/// resourceVersion do not make a write a change.
+fn comparable(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.shift_remove("resourceVersion");
+        m.shift_remove("managedFields");
+    }
+    v
+}
+
+impl Cluster {
+    /// Creates under a resolved type; the outcome says whether the store changed.
+    pub fn create_resolved(
+        &self,
+        r: &Resolved,
+        namespace: Option<&str>,
+        object: Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<WriteOutcome> {
+        let mut state = self.store().write();
+        self.create_locked(&mut state, r, namespace, object, opts)
+    }
+
+    pub(crate) fn create_locked(
+        &self,
+        state: &mut StoreState,
+        r: &Resolved,
+        namespace: Option<&str>,
+        obj: Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<WriteOutcome> {
+        self.create_locked_with(state, r, namespace, obj, opts, false)
+    }
+
+    /// Create, where `managed_done` says server-side apply already wrote managedFields.
+    pub(crate) fn create_locked_with(
+        &self,
+        state: &mut StoreState,
+        r: &Resolved,
+        namespace: Option<&str>,
+        mut obj: Value,
+        opts: &WriteOptions,
+        managed_done: bool,
+    ) -> ApiResult<WriteOutcome> {
+        if !r.rt.supports("create") {
+            return Err(ApiError::method_not_allowed());
+        }
+        normalize_type(r, &mut obj)?;
+        let namespace = namespace.filter(|n| !n.is_empty());
+        let body_ns = meta_str(&obj, "namespace").filter(|n| !n.is_empty()).map(str::to_string);
+        let ns = if r.rt.namespaced {
+            match (namespace, body_ns.as_deref()) {
+                (Some(a), Some(b)) if a != b => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+                (Some(a), _) => Some(a.to_string()),
+                (None, Some(b)) => Some(b.to_string()),
+                (None, None) => Some("default".to_string()),
+            }
+        } else {
+            if namespace.is_some() {
+                return Err(ApiError::no_such_resource());
+            }
+            None
+        };
+        let gr = r.gr();
+        {
+            let meta = meta_mut(&mut obj);
+            match &ns {
+                Some(n) => {
+                    meta.insert("namespace".into(), Value::String(n.clone()));
+                }
+                None => {
+                    meta.shift_remove("namespace");
+                }
+            }
+            let name = meta.get("name").and_then(Value::as_str).unwrap_or_default();
+            if name.is_empty() {
+                let prefix = meta
+                    .get("generateName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                if !prefix.is_empty() {
+                    // Retry on the unlikely collision instead of answering 409.
+                    let mut generated = String::new();
+                    for _ in 0..16 {
+                        let candidate = format!("{prefix}{}", ids::name_suffix());
+                        if state
+                            .get(&gr, &ObjectKey::new(ns.as_deref(), &candidate))
+                            .is_none()
+                        {
+                            generated = candidate;
+                            break;
+                        }
+                    }
+                    meta.insert("name".into(), Value::String(generated));
+                }
+            }
+            meta.insert("uid".into(), Value::String(ids::new_uid()));
+            meta.insert(
+                "creationTimestamp".into(),
+                Value::String(clock::now_rfc3339()),
+            );
+            if !managed_done {
+                meta.shift_remove("managedFields");
+            }
+            for f in [
+                "resourceVersion",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "selfLink",
+            ] {
+                meta.shift_remove(f);
+            }
+            if admission::tracks_generation(&r.rt) {
+                meta.insert("generation".into(), Value::from(1));
+            } else {
+                meta.shift_remove("generation");
+            }
+        }
+        let name = meta_str(&obj, "name").unwrap_or_default().to_string();
+        if name.is_empty() {
+            return Err(ApiError::invalid(
+                &r.rt.group,
+                &r.rt.kind,
+                "",
+                vec![FieldCause {
+                    reason: "FieldValueRequired",
+                    field: "metadata.name".into(),
+                    message: "Required value: name or generateName is required".into(),
+                }],
+            ));
+        }
+        if let Some(n) = &ns {
+            self.admit_namespace(state, &r.rt.group, &r.rt.plural, n, &name)?;
+        }
+        if r.rt.has_status_subresource() && !admission::keeps_status_on_create(&r.rt) {
+            match admission::initial_status(&r.rt) {
+                Some(s) => obj["status"] = s,
+                None => {
+                    if let Some(m) = obj.as_object_mut() {
+                        m.shift_remove("status");
+                    }
+                }
+            }
+        }
+        admission::default_object(&r.rt, &mut obj, None);
+        let allocated = self.allocate_service_ip(&r.rt, &mut obj, None)?;
+        let result = self.finish_create(state, r, ns.as_deref(), &name, obj, opts, managed_done);
+        if (result.is_err() || opts.dry_run)
+            && let Some(ip) = allocated
+        {
+            self.release_service_ip(&ip);
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_create(
+        &self,
+        state: &mut StoreState,
+        r: &Resolved,
+        ns: Option<&str>,
+        name: &str,
+        mut obj: Value,
+        opts: &WriteOptions,
+        managed_done: bool,
+    ) -> ApiResult<WriteOutcome> {
+        let causes = admission::validate(&r.rt, &obj, None);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(&r.rt.group, &r.rt.kind, name, causes));
+        }
+        if r.rt.group == "apiextensions.k8s.io" {
+            self.check_crd_names(state, &obj)?;
+        }
+        let key = ObjectKey::new(ns, name);
+        if state.get(&r.gr(), &key).is_some() {
+            return Err(ApiError::already_exists(&r.rt.group, &r.rt.plural, name));
+        }
+        if !managed_done {
+            super::patching::record_managed_fields(
+                None,
+                &mut obj,
+                &opts.effective_manager(),
+                &r.api_version(),
+                "Update",
+                None,
+            );
+        }
+        if opts.dry_run {
+            r.relabel(&mut obj);
+            return Ok(WriteOutcome {
+                object: obj,
+                changed: false,
+                created: true,
+                gone: false,
+            });
+        }
+        let stored = state.put(&r.gr(), key, obj);
+        self.after_commit(state, r, &stored);
+        Ok(WriteOutcome {
+            object: r.present(&stored),
+            changed: true,
+            created: true,
+            gone: false,
+        })
+    }
+
+    /// Refuses creation in a namespace that does not exist or is terminating, as the
+    /// NamespaceLifecycle admission plugin does.
+    fn admit_namespace(
+        &self,
+        state: &StoreState,
+        group: &str,
+        resource: &str,
+        ns: &str,
+        name: &str,
+    ) -> ApiResult<()> {
+        let gr = crate::catalog::GroupResource::new("", "namespaces");
+        match state.get(&gr, &ObjectKey::new(None, ns)) {
+            None => Err(ApiError::not_found("", "namespaces", ns)),
+            Some(o) if meta_str(&o.value, "deletionTimestamp").is_some() => {
+                Err(ApiError::forbidden(
+                    group,
+                    resource,
+                    name,
+                    format!(
+                        "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                        if group.is_empty() {
+                            resource.to_string()
+                        } else {
+                            format!("{resource}.{group}")
+                        }
+                    ),
+                ))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Updates under a resolved type (PUT, or `subresource` `status`/`finalize`).
+    pub fn update_resolved(
+        &self,
+        r: &Resolved,
+        namespace: Option<&str>,
+        name: &str,
+        object: Value,
+        subresource: Option<&str>,
+        opts: &WriteOptions,
+    ) -> ApiResult<WriteOutcome> {
+        let scope = Scope::from_subresource(subresource)?;
+        if scope == Scope::Status && !r.rt.has_subresource(&r.version, "status") {
+            return Err(ApiError::no_such_resource());
+        }
+        if !r.rt.supports("update") {
+            return Err(ApiError::method_not_allowed());
+        }
+        let key = object_key(r, namespace, name)?;
+        let mut state = self.store().write();
+        let old = state
+            .get(&r.gr(), &key)
+            .ok_or_else(|| ApiError::not_found(&r.rt.group, &r.rt.plural, name))?;
+        self.update_locked(&mut state, r, &key, &old, object, scope, opts, "Update")
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn update_locked(
+        &self,
+        state: &mut StoreState,
+        r: &Resolved,
+        key: &ObjectKey,
+        old: &Arc<StoredObject>,
+        mut new: Value,
+        scope: Scope,
+        opts: &WriteOptions,
+        operation: &str,
+    ) -> ApiResult<WriteOutcome> {
+        normalize_type(r, &mut new)?;
+        let name = key.name.as_str();
+        let (g, plural) = (r.rt.group.as_str(), r.rt.plural.as_str());
+        if let Some(n) = meta_str(&new, "name").filter(|n| !n.is_empty())
+            && n != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+        if let Some(n) = meta_str(&new, "namespace").filter(|n| !n.is_empty())
+            && n != key.namespace
+        {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        if let Some(rv) = meta_str(&new, "resourceVersion").filter(|s| !s.is_empty())
+            && rv != old.rv.to_string()
+        {
+            return Err(ApiError::stale(g, plural, name));
+        }
+        if let Some(uid) = meta_str(&new, "uid").filter(|s| !s.is_empty())
+            && uid != old.uid()
+        {
+            return Err(ApiError::conflict(
+                g,
+                plural,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    old.uid()
+                ),
+            ));
+        }
+        let old_v = &old.value;
+        new = match scope {
+            Scope::Main => new,
+            Scope::Status => {
+                let mut merged = old_v.clone();
+                match new.get("status") {
+                    Some(s) => merged["status"] = s.clone(),
+                    None => {
+                        if let Some(m) = merged.as_object_mut() {
+                            m.shift_remove("status");
+                        }
+                    }
+                }
+                if let Some(mf) = new.pointer("/metadata/managedFields") {
+                    meta_mut(&mut merged).insert("managedFields".into(), mf.clone());
+                }
+                merged
+            }
+            Scope::Finalize => {
+                let mut merged = old_v.clone();
+                let f = new
+                    .pointer("/spec/finalizers")
+                    .cloned()
+                    .unwrap_or(Value::Array(Vec::new()));
+                if !merged.get("spec").is_some_and(Value::is_object) {
+                    merged["spec"] = Value::Object(Map::new());
+                }
+                merged["spec"]["finalizers"] = f;
+                merged
+            }
+        };
+        if scope == Scope::Main && r.rt.builtin && r.rt.group.is_empty() && r.rt.plural == "namespaces" {
+            // Namespace spec.finalizers change only through namespaces/finalize.
+            match old_v.pointer("/spec/finalizers") {
+                Some(f) => {
+                    if !new.get("spec").is_some_and(Value::is_object) {
+                        new["spec"] = Value::Object(Map::new());
+                    }
+                    new["spec"]["finalizers"] = f.clone();
+                }
+                None => {
+                    if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                        spec.shift_remove("finalizers");
+                    }
+                }
+            }
+        }
+        if scope == Scope::Main && r.rt.has_status_subresource() {
+            match old_v.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    if let Some(m) = new.as_object_mut() {
+                        m.shift_remove("status");
+                    }
+                }
+            }
+        }
+        // Fields only the server sets come from the stored object.
+        {
+            let old_meta = old_v.get("metadata").and_then(Value::as_object);
+            let meta = meta_mut(&mut new);
+            for f in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "namespace",
+                "name",
+            ] {
+                match old_meta.and_then(|m| m.get(f)) {
+                    Some(v) => {
+                        meta.insert(f.into(), v.clone());
+                    }
+                    None => {
+                        meta.shift_remove(f);
+                    }
+                }
+            }
+            meta.shift_remove("selfLink");
+            meta.insert("resourceVersion".into(), Value::String(old.rv.to_string()));
+        }
+        let deleting = meta_str(old_v, "deletionTimestamp").is_some();
+        if deleting {
+            let before = finalizers(old_v);
+            let added: Vec<String> = finalizers(&new)
+                .into_iter()
+                .filter(|f| !before.contains(f))
+                .collect();
+            if !added.is_empty() {
+                let list: Vec<String> = added.iter().map(|f| format!("{f:?}")).collect();
+                return Err(ApiError::invalid(
+                    g,
+                    &r.rt.kind,
+                    name,
+                    vec![FieldCause::forbidden(
+                        "metadata.finalizers",
+                        &format!(
+                            "no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                            list.join(", ")
+                        ),
+                    )],
+                ));
+            }
+        }
+        admission::default_object(&r.rt, &mut new, Some(old_v));
+        self.keep_service_ip(&r.rt, &mut new, old_v);
+        let causes = admission::validate(&r.rt, &new, Some(old_v));
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(g, &r.rt.kind, name, causes));
+        }
+        if admission::tracks_generation(&r.rt) {
+            let with_status = !r.rt.has_status_subresource();
+            if spec_part(old_v, with_status) != spec_part(&new, with_status) {
+                let gen_ = old_v
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                meta_mut(&mut new).insert("generation".into(), Value::from(gen_ + 1));
+            }
+        }
+        if operation == "Update" {
+            super::patching::record_managed_fields(
+                Some(old_v),
+                &mut new,
+                &opts.effective_manager(),
+                &r.api_version(),
+                "Update",
+                (scope == Scope::Status).then_some("status"),
+            );
+        }
+        if comparable(&new) == comparable(old_v) {
+            return Ok(WriteOutcome {
+                object: r.present(old),
+                changed: false,
+                created: false,
+                gone: false,
+            });
+        }
+        if opts.dry_run {
+            r.relabel(&mut new);
+            return Ok(WriteOutcome {
+                object: new,
+                changed: false,
+                created: false,
+                gone: false,
+            });
+        }
+        let stored = state.put(&r.gr(), key.clone(), new);
+        self.after_commit(state, r, &stored);
+        if deleting && self.ready_to_remove(&r.rt, &stored.value) {
+            let gone = self.remove_now(state, &r.gr(), key);
+            if let Some(tomb) = gone {
+                return Ok(WriteOutcome {
+                    object: r.present(&tomb),
+                    changed: true,
+                    created: false,
+                    gone: true,
+                });
+            }
+        }
+        Ok(WriteOutcome {
+            object: r.present(&stored),
+            changed: true,
+            created: false,
+            gone: false,
+        })
+    }
+
+    /// Reacts to a committed write of a type with side effects in the server itself.
+    fn after_commit(&self, state: &mut StoreState, r: &Resolved, stored: &Arc<StoredObject>) {
+        if r.rt.group == "apiextensions.k8s.io" && r.rt.plural == "customresourcedefinitions" {
+            self.on_crd_written(state, stored);
+        }
+    }
+
+    /// ClusterIP allocation for Services, as the service REST storage does on create.
+    fn allocate_service_ip(
+        &self,
+        rt: &crate::catalog::ResourceType,
+        obj: &mut Value,
+        _old: Option<&Value>,
+    ) -> ApiResult<Option<String>> {
+        if !(rt.group.is_empty() && rt.plural == "services") {
+            return Ok(None);
+        }
+        let kind = obj
+            .pointer("/spec/type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_string();
+        if kind == "ExternalName" {
+            return Ok(None);
+        }
+        let requested = obj
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if requested == "None" {
+            obj["spec"]["clusterIPs"] = Value::from(vec!["None"]);
+            return Ok(None);
+        }
+        let mut alloc = self.inner.service_ips.lock().unwrap_or_else(|e| e.into_inner());
+        let ip = if requested.is_empty() {
+            alloc.allocate().ok_or_else(|| {
+                ApiError::internal("failed to allocate a serviceIP: range is full")
+            })?
+        } else {
+            if !alloc.contains(&requested) {
+                return Err(ApiError::invalid(
+                    "",
+                    "Service",
+                    meta_str(obj, "name").unwrap_or_default(),
+                    vec![FieldCause::invalid(
+                        "spec.clusterIPs",
+                        &Value::from(vec![requested.clone()]),
+                        "failed to allocate IP: the provided IP is not in the valid range. The range of valid IPs is the service CIDR",
+                    )],
+                ));
+            }
+            if !alloc.claim(&requested) {
+                return Err(ApiError::invalid(
+                    "",
+                    "Service",
+                    meta_str(obj, "name").unwrap_or_default(),
+                    vec![FieldCause::invalid(
+                        "spec.clusterIPs",
+                        &Value::from(vec![requested.clone()]),
+                        &format!("failed to allocate IP {requested}: provided IP is already allocated"),
+                    )],
+                ));
+            }
+            requested
+        };
+        obj["spec"]["clusterIP"] = Value::String(ip.clone());
+        obj["spec"]["clusterIPs"] = Value::from(vec![ip.clone()]);
+        Ok(Some(ip))
+    }
+
+    /// On update a Service keeps its allocated ClusterIP when the body leaves it out.
+    fn keep_service_ip(&self, rt: &crate::catalog::ResourceType, new: &mut Value, old: &Value) {
+        if !(rt.group.is_empty() && rt.plural == "services") {
+            return;
+        }
+        for f in ["clusterIP", "clusterIPs"] {
+            let missing = new.pointer(&format!("/spec/{f}")).is_none_or(|v| {
+                v.is_null() || v.as_str() == Some("") || v.as_array().is_some_and(Vec::is_empty)
+            });
+            if missing && let Some(v) = old.pointer(&format!("/spec/{f}")) {
+                new["spec"][f] = v.clone();
+            }
+        }
+    }
+
+    pub(crate) fn release_service_ip(&self, ip: &str) {
+        self.inner
+            .service_ips
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .release(ip);
+    }
+}

@@ -1,0 +1,21 @@
+//! kubesim: an in-memory Kubernetes API simulator for the k8s-calico test suite.
+//!
+//! It serves the Kubernetes API over HTTPS (or HTTP) so that kubectl, kube-rs and the product's
+//! modules talk to it unchanged, and offers the same API in-process ([`Cluster`]) for the
+//! simulator's own controllers. See `ARCHITECTURE.md` beside `Cargo.toml`.
+
+pub mod admission;
+pub mod catalog;
+pub mod clock;
+pub mod cluster;
+pub mod error;
+pub mod ids;
+pub mod selectors;
+pub mod store;
+pub mod version;
+
+pub use cluster::{
+    Cluster, ClusterSettings, DeleteOptions, ListOptions, PatchType, Propagation, WriteOptions,
+};
+pub use error::{ApiError, ApiResult};
+pub use version::KubeVersion;
