@@ -26,9 +26,13 @@
 //!    is compared and carried as the string it is: it holds placeholders such as `__CNI_MTU__`,
 //!    so it is not JSON that could be merged field by field.
 //! 3. **resources** of every container: each `requests.<name>` and `limits.<name>` on its own,
-//!    compared as quantities (`0.25` equals `250m`, `1Gi` equals `1024Mi`).
+//!    compared as quantities (`0.25` equals `250m`, `1Gi` equals `1024Mi`); and the
+//!    **liveness, readiness and startup probes** of every container, field by field. Calico's
+//!    instructions for VXLAN-only clusters remove `-bird-live`/`-bird-ready` from calico-node's
+//!    probes, and losing that edit leaves calico-node unready on the new version.
 //! 4. The pod template's **tolerations** (as a set), **nodeSelector** (by key), **affinity**
-//!    (as one value), **priorityClassName**, and its **labels and annotations** (by key).
+//!    (as one value), **priorityClassName**, **imagePullSecrets** (by name; also those of the
+//!    manifest's ServiceAccounts), and its **labels and annotations** (by key).
 //! 5. **volumes** (by name) and each container's **volumeMounts** (by `mountPath`, the key the
 //!    API server uses): added, changed and removed. Containers the user added to a workload are
 //!    carried whole, in their place.
@@ -56,7 +60,9 @@
 //! Defaults the API server fills in (the `SetDefaults_*` functions of `pkg/apis/core/v1` and
 //! `pkg/apis/apps/v1`) are outside most points, and where they fall inside one they compare equal
 //! to their absence: `fieldRef.apiVersion: v1`, `defaultMode: 420`, `hostPath.type: ""`,
-//! `protocol: TCP`, `expirationSeconds: 3600` and the like, quantities rounded to milli-units,
+//! `protocol: TCP`, `expirationSeconds: 3600`, the probe defaults (`timeoutSeconds: 1`,
+//! `periodSeconds: 10`, `successThreshold: 1`, `failureThreshold: 3`, `scheme: HTTP`) and the
+//! like, quantities rounded to milli-units,
 //! empty values (`""`, `false`, `{}`, `[]`, `null`, all omitted by the server), `replicas: 1`,
 //! the DaemonSet's `maxUnavailable: 1`. The pod-template annotation
 //! `kubectl.kubernetes.io/restartedAt` records a `kubectl rollout restart`, not a setting, and is
@@ -524,11 +530,17 @@ fn three_way(s: Seen<'_>, eq: &Eq3) -> Option<Verdict> {
         return Some(carried(Action::Keep, false, Some(note)));
     }
     if eq(t, b) {
-        return Some(carried(
-            l.map_or(Action::Remove, |v| Action::Set(v.clone())),
-            false,
-            None,
-        ));
+        // Field by field even here: the live value carries what the server filled in (probe
+        // thresholds, `defaultMode`, ...), which the merge leaves out where the target has none.
+        let action = match (b, l, t) {
+            (Some(bv), Some(lv), Some(tv))
+                if bv.is_object() && lv.is_object() && tv.is_object() =>
+            {
+                merge3(b, l, t, "").0.map_or(Action::Remove, Action::Set)
+            }
+            _ => l.map_or(Action::Remove, |v| Action::Set(v.clone())),
+        };
+        return Some(carried(action, false, None));
     }
     Some(match (b, l, t) {
         (Some(_), Some(_), None) => carried(Action::Keep, false, None)
@@ -596,6 +608,12 @@ const DEFAULTS: &[(&str, DefaultValue)] = &[
     ("keyring", DefaultValue::Str("/etc/ceph/keyring")),
     ("cachingMode", DefaultValue::Str("ReadWrite")),
     ("storageMode", DefaultValue::Str("ThinProvisioned")),
+    // SetDefaults_Probe and SetDefaults_HTTPGetAction.
+    ("timeoutSeconds", DefaultValue::Int(1)),
+    ("periodSeconds", DefaultValue::Int(10)),
+    ("successThreshold", DefaultValue::Int(1)),
+    ("failureThreshold", DefaultValue::Int(3)),
+    ("scheme", DefaultValue::Str("HTTP")),
 ];
 
 enum DefaultValue {
@@ -893,6 +911,12 @@ fn merge_object(ctx: &mut Ctx<'_>, b: &Value, l: &Value, o: &mut Value) -> BTree
             );
             BTreeSet::new()
         }
+        "ServiceAccount" => {
+            merge_list_at(ctx, b, l, o, &["imagePullSecrets"], &|k| {
+                format!("imagePullSecret {k}")
+            });
+            BTreeSet::new()
+        }
         k if WORKLOAD_KINDS.contains(&k) => merge_workload(ctx, b, l, o),
         _ => BTreeSet::new(),
     }
@@ -955,6 +979,14 @@ fn merge_workload(ctx: &mut Ctx<'_>, b: &Value, l: &Value, o: &mut Value) -> BTr
         },
     );
     merge_tolerations(ctx, b, l, o);
+    merge_list_at(
+        ctx,
+        b,
+        l,
+        o,
+        &["spec", "template", "spec", "imagePullSecrets"],
+        &|k| format!("imagePullSecret {k}"),
+    );
     merge_scalar(
         ctx,
         "affinity",
@@ -1226,6 +1258,31 @@ fn merge_list(
         }
     }
     put
+}
+
+/// [`merge_list`] on a list of entries keyed by `name` at `path`.
+fn merge_list_at(
+    ctx: &mut Ctx<'_>,
+    b: &Value,
+    l: &Value,
+    o: &mut Value,
+    path: &[&str],
+    what: &dyn Fn(&str) -> String,
+) {
+    let before = get(o, path).cloned().unwrap_or(Value::Null);
+    let mut list = before.as_array().cloned().unwrap_or_default();
+    merge_list(
+        ctx,
+        array_at(b, path),
+        array_at(l, path),
+        &mut list,
+        &ListPolicy {
+            key: key_name,
+            what,
+            removal_guard: &|_| None,
+        },
+    );
+    write_back(o, path, &before, Value::Array(list));
 }
 
 /// Inserts an entry the user added where it sits in the live list: after the nearest earlier
@@ -1505,6 +1562,20 @@ fn merge_container(
     let resources_after = get(tc, &["resources"]);
     if resources_after != resources_before.as_ref() && resources_after.is_some_and(is_empty) {
         remove_at(tc, &["resources"]);
+    }
+
+    // Calico's own instructions for VXLAN-only clusters remove `-bird-live`/`-bird-ready` from
+    // calico-node's probes; losing that edit leaves calico-node unready after the upgrade.
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        merge_scalar(
+            ctx,
+            &format!("{probe} of {what}"),
+            bc,
+            lc,
+            tc,
+            &[probe],
+            None,
+        );
     }
 
     let before = get(tc, &["volumeMounts"]).cloned().unwrap_or(Value::Null);
@@ -1970,7 +2041,7 @@ mod tests {
                             ],
                             "securityContext": {"privileged": true},
                             "resources": {"requests": {"cpu": "250m"}},
-                            "livenessProbe": {"exec": {"command": ["/bin/calico-node", "-felix-live"]}, "periodSeconds": 10, "timeoutSeconds": 10},
+                            "livenessProbe": {"exec": {"command": ["/bin/calico-node", "-felix-live", "-bird-live"]}, "periodSeconds": 10, "timeoutSeconds": 10},
                             "volumeMounts": [
                                 {"mountPath": "/host/etc/cni/net.d", "name": "cni-net-dir", "readOnly": false},
                                 {"mountPath": "/lib/modules", "name": "lib-modules", "readOnly": true},
@@ -2274,6 +2345,20 @@ mod tests {
             .chain(&r.dropped)
             .find(|c| c.path.ends_with(path_end))
             .unwrap_or_else(|| panic!("no entry ending in {path_end:?} in {:#}", r.to_json()))
+    }
+
+    /// Equal object lists; on failure, shows only the first object that differs.
+    fn assert_objects(got: &[Value], want: &[Value], context: &str) {
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                g == w,
+                "{context}: {} differs\n got: {:#}\nwant: {:#}",
+                Ctx::object_of(w),
+                g,
+                w
+            );
+        }
+        assert_eq!(got.len(), want.len(), "{context}: object count");
     }
 
     fn paths(list: &[Customization]) -> Vec<String> {
@@ -2735,6 +2820,56 @@ mod tests {
         assert_eq!(
             find_entry(r, "init container mount-bpffs").status,
             Status::Carried
+        );
+    }
+
+    #[test]
+    fn vxlan_probe_edits_and_image_pull_secrets_are_carried() {
+        let base = upstream(OLD);
+        let mut target = upstream(NEW);
+        // Upstream raises the liveness timeout; the user removed the BIRD check (VXLAN only).
+        container(obj(&mut target, "DaemonSet", "calico-node"), "calico-node")["livenessProbe"]["timeoutSeconds"] =
+            json!(15);
+        let mut live = live_of(&base);
+        let ds = obj(&mut live, "DaemonSet", "calico-node");
+        container(ds, "calico-node")["livenessProbe"]["exec"]["command"] =
+            json!(["/bin/calico-node", "-felix-live"]);
+        ds.pointer_mut("/spec/template/spec").unwrap()["imagePullSecrets"] =
+            json!([{"name": "mirror-pull"}]);
+        obj(&mut live, "ServiceAccount", "calico-node")["imagePullSecrets"] =
+            json!([{"name": "mirror-pull"}]);
+
+        let merged = carry_over(&base, &live, &target);
+        let r = &merged.report;
+        assert!(r.dropped.is_empty(), "{:#}", r.to_json());
+        let mut out = merged.objects.clone();
+        let ds = obj(&mut out, "DaemonSet", "calico-node");
+        assert_eq!(
+            ds["spec"]["template"]["spec"]["imagePullSecrets"],
+            json!([{"name": "mirror-pull"}])
+        );
+        let probe = container(ds, "calico-node")["livenessProbe"].clone();
+        assert_eq!(
+            probe["exec"]["command"],
+            json!(["/bin/calico-node", "-felix-live"])
+        );
+        assert_eq!(
+            probe["timeoutSeconds"], 15,
+            "upstream's own change to the probe is kept"
+        );
+        let c = find_entry(r, "livenessProbe of container calico-node");
+        assert_eq!((c.status, c.conflict), (Status::Carried, false));
+        assert_eq!(
+            obj(&mut out, "ServiceAccount", "calico-node")["imagePullSecrets"],
+            json!([{"name": "mirror-pull"}])
+        );
+        assert_eq!(
+            paths(&r.carried),
+            [
+                "ServiceAccount kube-system/calico-node: imagePullSecret mirror-pull",
+                "DaemonSet kube-system/calico-node: imagePullSecret mirror-pull",
+                "DaemonSet kube-system/calico-node: livenessProbe of container calico-node",
+            ]
         );
     }
 
@@ -3372,13 +3507,26 @@ mod tests {
             "IP_AUTODETECTION_METHOD",
             json!({"name": "IP_AUTODETECTION_METHOD", "value": "interface=eth0"}),
         );
+        // Calico's VXLAN-only setup: no IPIP, VXLAN always, no BIRD, so no BIRD health checks.
         set_env(
             node,
             "CALICO_IPV4POOL_IPIP",
             json!({"name": "CALICO_IPV4POOL_IPIP", "value": "Never"}),
         );
+        set_env(
+            node,
+            "CALICO_IPV4POOL_VXLAN",
+            json!({"name": "CALICO_IPV4POOL_VXLAN", "value": "Always"}),
+        );
+        for probe in ["livenessProbe", "readinessProbe"] {
+            node[probe]["exec"]["command"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|a| a != "-bird-live" && a != "-bird-ready");
+        }
         node["resources"]["limits"] = json!({"memory": "1Gi"});
         obj(objs, "ConfigMap", "calico-config")["data"]["veth_mtu"] = json!("1440");
+        obj(objs, "ConfigMap", "calico-config")["data"]["calico_backend"] = json!("vxlan");
         obj(objs, "Deployment", "calico-kube-controllers")["spec"]["replicas"] = json!(2);
         if mirror {
             for o in objs.iter_mut() {
@@ -3425,15 +3573,19 @@ mod tests {
         let merged = carry_over(&base, &live_of(&edited), &target);
         let mut expected = target.clone();
         operator_edits(&mut expected, true);
-        assert_eq!(merged.objects, expected);
+        assert_objects(&merged.objects, &expected, "v3.25.2 -> v3.28.5");
         let r = &merged.report;
         assert!(r.dropped.is_empty(), "{:#}", r.to_json());
         let mut got = paths(&r.carried);
         got.sort();
         let mut want: Vec<String> = [
+            "ConfigMap kube-system/calico-config: data calico_backend",
             "ConfigMap kube-system/calico-config: data veth_mtu",
             "DaemonSet kube-system/calico-node: env CALICO_IPV4POOL_CIDR of container calico-node",
             "DaemonSet kube-system/calico-node: env CALICO_IPV4POOL_IPIP of container calico-node",
+            "DaemonSet kube-system/calico-node: env CALICO_IPV4POOL_VXLAN of container calico-node",
+            "DaemonSet kube-system/calico-node: livenessProbe of container calico-node",
+            "DaemonSet kube-system/calico-node: readinessProbe of container calico-node",
             "DaemonSet kube-system/calico-node: env IP_AUTODETECTION_METHOD of container calico-node",
             "DaemonSet kube-system/calico-node: image registry of container calico-node",
             "DaemonSet kube-system/calico-node: image registry of init container install-cni",
@@ -3477,14 +3629,14 @@ mod tests {
                 "{from} -> {to}: {:#}",
                 merged.report.to_json()
             );
-            assert_eq!(merged.objects, target, "{from} -> {to}");
+            assert_objects(&merged.objects, &target, &format!("{from} -> {to}"));
 
             let mut edited = base.clone();
             operator_edits(&mut edited, true);
             let merged = carry_over(&base, &live_of(&edited), &target);
             let mut expected = target.clone();
             operator_edits(&mut expected, true);
-            assert_eq!(merged.objects, expected, "{from} -> {to}");
+            assert_objects(&merged.objects, &expected, &format!("{from} -> {to}"));
             let r = &merged.report;
             assert!(r.dropped.is_empty(), "{from} -> {to}: {:#}", r.to_json());
             let settings = r
@@ -3492,7 +3644,7 @@ mod tests {
                 .iter()
                 .filter(|c| c.change != Change::Registry)
                 .count();
-            assert_eq!(settings, 6, "{from} -> {to}: {:#?}", paths(&r.carried));
+            assert_eq!(settings, 10, "{from} -> {to}: {:#?}", paths(&r.carried));
         }
         eprintln!(
             "checked {} upgrades between {} releases",
