@@ -759,8 +759,8 @@ fn quantity_nanos(s: &str) -> Option<i128> {
     if exp >= 0 {
         value = value.checked_mul(10i128.checked_pow(u32::try_from(exp).ok()?)?)?;
     } else {
-        let d = 10i128.checked_pow(u32::try_from(-exp).ok()?)?;
-        value = (value + d - 1) / d;
+        let d = 10i128.checked_pow(u32::try_from(exp.checked_neg()?).ok()?)?;
+        value = value.checked_add(d - 1)? / d;
     }
     let milli = 1_000_000i128;
     let value = value.checked_add(milli - 1)? / milli * milli;
@@ -3393,6 +3393,10 @@ mod tests {
         assert_eq!(q(""), None);
         assert_eq!(q("9999999999999999999999999999999999999999Ei"), None);
         assert_eq!(q("1e999999"), None);
+        assert_eq!(q("170141183460469231731687303715884105727e-1"), None);
+        assert_eq!(q("-1"), q("-1000m"));
+        assert_eq!(q("1.000000000e-2147483648"), None);
+        assert_eq!(q("1e-40"), q("1n"), "tiny values round up to 1m");
         assert!(eq_quantity(Some(&json!(2)), Some(&json!("2000m"))));
     }
 
@@ -3468,6 +3472,60 @@ mod tests {
         }
         let mut odd2 = odd.clone();
         let _ = rewrite_registry(&mut odd2, "r.local");
+    }
+
+    fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => m
+                .iter()
+                .for_each(|(k, c)| pointers(c, format!("{at}/{k}"), out)),
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .for_each(|(i, c)| pointers(c, format!("{at}/{i}"), out)),
+            _ => {}
+        }
+        out.push(at);
+    }
+
+    #[test]
+    fn any_value_anywhere_never_panics() {
+        let (base, target) = (upstream(OLD), upstream(NEW));
+        let live = live_of(&base);
+        let odd = [
+            json!(null),
+            json!("x"),
+            json!(7),
+            json!([]),
+            json!({}),
+            json!([{"name": 1}]),
+        ];
+        let mut runs = 0;
+        for (i, o) in live.iter().enumerate() {
+            let mut ptrs = Vec::new();
+            pointers(o, String::new(), &mut ptrs);
+            for ptr in ptrs.iter().filter(|p| !p.is_empty()) {
+                for (k, v) in odd.iter().enumerate() {
+                    for side in 0..3 {
+                        // Every odd value at every path, each on one of the three sides.
+                        if (k + side + ptr.len()) % 3 != 0 {
+                            continue;
+                        }
+                        let (mut b, mut l, mut t) = (base.clone(), live.clone(), target.clone());
+                        let list = [&mut b, &mut l, &mut t].into_iter().nth(side).unwrap();
+                        let Some(slot) = list.get_mut(i).and_then(|o| o.pointer_mut(ptr)) else {
+                            continue;
+                        };
+                        *slot = v.clone();
+                        let mut merged = carry_over(&b, &l, &t);
+                        let _ = merged.report.to_json();
+                        let _ = rewrite_registry(&mut merged.objects, "r.local");
+                        runs += 1;
+                    }
+                }
+            }
+        }
+        assert!(runs > 500, "{runs}");
     }
 
     // --- the real upstream manifests ------------------------------------------------------------
