@@ -76,8 +76,11 @@
 //! new default for clusters in general, and an upgrade that silently reverts an operator's
 //! setting (an MTU, an IPAM block in `cni_network_config`, an IP pool mode) breaks networking in
 //! ways that are hard to trace, while keeping it is visible in the report and easy to revisit.
-//! Where both values are objects (a volume, an env entry), they are merged field by field first,
-//! so only fields both sides changed are a conflict.
+//! Before that rule applies, both sides' changes are combined where they do not overlap: objects
+//! (a volume, an env entry, a probe) field by field, and multi-line text (`cni_network_config`)
+//! line by line, as `git merge-file` would (3.30 dropped the `bandwidth` plugin from it; a user's
+//! `log_level` edit elsewhere in it merges cleanly). Only fields or lines both sides changed are a
+//! conflict.
 //!
 //! # Dropped
 //!
@@ -554,9 +557,108 @@ fn three_way(s: Seen<'_>, eq: &Eq3) -> Option<Verdict> {
             };
             carried(merged.map_or(Action::Remove, Action::Set), conflict, Some(note))
         }
+        (Some(Value::String(bs)), Some(Value::String(ls)), Some(Value::String(ts)))
+            if let Some(merged) = merge_lines(bs, ls, ts) =>
+        {
+            carried(
+                Action::Set(Value::String(merged)),
+                false,
+                Some("merged line by line with the target's own changes to it"),
+            )
+        }
         (_, Some(lv), _) => carried(Action::Set(lv.clone()), true, Some("the target changed it too; the live value wins")),
         (_, None, _) => carried(Action::Remove, true, Some("the target changed it too; it stays removed")),
     })
+}
+
+/// A replaced range of base lines: `start..end` becomes `lines`.
+type Hunk<'a> = (usize, usize, Vec<&'a str>);
+
+/// The edits from `a` to `b` as hunks (a longest-common-subsequence diff); `None` when the texts
+/// are too large to diff cheaply.
+fn hunks<'a>(a: &[&'a str], b: &[&'a str]) -> Option<Vec<Hunk<'a>>> {
+    const MAX_CELLS: usize = 4_000_000;
+    let (n, m) = (a.len(), b.len());
+    let w = m.checked_add(1)?;
+    let cells = n.checked_add(1)?.checked_mul(w)?;
+    if cells > MAX_CELLS {
+        return None;
+    }
+    // lcs[i * w + j]: the length of the longest common subsequence of a[i..] and b[j..].
+    let mut lcs = vec![0u32; cells];
+    let at = |lcs: &[u32], i: usize, j: usize| lcs.get(i * w + j).copied().unwrap_or(0);
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            let v = if a.get(i) == b.get(j) {
+                at(&lcs, i + 1, j + 1) + 1
+            } else {
+                at(&lcs, i + 1, j).max(at(&lcs, i, j + 1))
+            };
+            if let Some(slot) = lcs.get_mut(i * w + j) {
+                *slot = v;
+            }
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    let mut open: Option<(usize, Vec<&'a str>)> = None;
+    while i < n || j < m {
+        if i < n && j < m && a.get(i) == b.get(j) {
+            if let Some((start, lines)) = open.take() {
+                out.push((start, i, lines));
+            }
+            i += 1;
+            j += 1;
+        } else if j < m && (i == n || at(&lcs, i, j + 1) >= at(&lcs, i + 1, j)) {
+            open.get_or_insert_with(|| (i, Vec::new()))
+                .1
+                .extend(b.get(j).copied());
+            j += 1;
+        } else {
+            open.get_or_insert_with(|| (i, Vec::new()));
+            i += 1;
+        }
+    }
+    if let Some((start, lines)) = open {
+        out.push((start, n, lines));
+    }
+    Some(out)
+}
+
+/// A line-based three-way merge of multi-line text (`cni_network_config`): both sides' edits
+/// when they touch different lines, as an operator merging by hand would; `None` when they
+/// overlap or touch (as `git merge-file` would call a conflict).
+fn merge_lines(base: &str, live: &str, target: &str) -> Option<String> {
+    if !(base.contains('\n') || live.contains('\n') || target.contains('\n')) {
+        return None;
+    }
+    let (b, l, t): (Vec<&str>, Vec<&str>, Vec<&str>) = (
+        base.split('\n').collect(),
+        live.split('\n').collect(),
+        target.split('\n').collect(),
+    );
+    let (lh, th) = (hunks(&b, &l)?, hunks(&b, &t)?);
+    for x in &lh {
+        for y in &th {
+            if x.0 <= y.1 && y.0 <= x.1 && x != y {
+                return None;
+            }
+        }
+    }
+    let mut all: Vec<&Hunk<'_>> = lh
+        .iter()
+        .chain(th.iter().filter(|y| !lh.contains(y)))
+        .collect();
+    all.sort_by_key(|h| (h.0, h.1));
+    let mut out: Vec<&str> = Vec::new();
+    let mut pos = 0;
+    for (start, end, lines) in all {
+        out.extend(b.get(pos..*start)?);
+        out.extend(lines.iter().copied());
+        pos = *end;
+    }
+    out.extend(b.get(pos..)?);
+    Some(out.join("\n"))
 }
 
 /// A field-by-field three-way merge of objects; anything else is a leaf. The live value wins a
@@ -3374,6 +3476,51 @@ mod tests {
         assert_eq!(paths(&hop1.report.carried), paths(&hop2.report.carried));
         let direct = carry_over(&v1, &live, &v3);
         assert_eq!(hop2.objects, direct.objects);
+    }
+
+    #[test]
+    fn multi_line_text_merges_line_by_line_unless_both_change_the_same_lines() {
+        let base = "{\n  \"log_level\": \"info\",\n  \"mtu\": __CNI_MTU__,\n  \"plugins\": [\n    {\"type\": \"portmap\"},\n    {\"type\": \"bandwidth\"}\n  ]\n}";
+        let live = base.replace("\"info\"", "\"debug\"");
+        let target = base.replace(",\n    {\"type\": \"bandwidth\"}", "");
+        let merged = merge_lines(base, &live, &target).unwrap();
+        assert_eq!(merged, live.replace(",\n    {\"type\": \"bandwidth\"}", ""));
+        // Both change the same line: a conflict, left to the caller.
+        assert_eq!(
+            merge_lines(base, &live, &base.replace("\"info\"", "\"warning\"")),
+            None
+        );
+        // Both make the same change: taken once.
+        assert_eq!(
+            merge_lines(base, &live, &live).as_deref(),
+            Some(live.as_str())
+        );
+        // Edits on neighbouring lines touch: a conflict, as for git.
+        let next = base.replace("__CNI_MTU__", "1400");
+        assert_eq!(merge_lines(base, &live, &next), None);
+        // Single-line values are never merged this way.
+        assert_eq!(merge_lines("a", "b", "c"), None);
+        // Insertions at the start and the end.
+        assert_eq!(
+            merge_lines("x\ny", "a\nx\ny", "x\ny\nz").as_deref(),
+            Some("a\nx\ny\nz")
+        );
+
+        // Through carry_over: calico-config's CNI config with edits on both sides.
+        let mut b = upstream(OLD);
+        obj(&mut b, "ConfigMap", "calico-config")["data"]["cni_network_config"] = json!(base);
+        let mut t = b.clone();
+        obj(&mut t, "ConfigMap", "calico-config")["data"]["cni_network_config"] = json!(target);
+        let mut l = live_of(&b);
+        obj(&mut l, "ConfigMap", "calico-config")["data"]["cni_network_config"] = json!(live);
+        let m = carry_over(&b, &l, &t);
+        let c = find_entry(&m.report, "data cni_network_config");
+        assert_eq!((c.status, c.conflict), (Status::Carried, false));
+        assert_eq!(c.applied, json!(merged));
+        assert_eq!(
+            obj(&mut m.objects.clone(), "ConfigMap", "calico-config")["data"]["cni_network_config"],
+            json!(merged)
+        );
     }
 
     #[test]
