@@ -8,14 +8,22 @@ pub mod admission;
 pub mod catalog;
 pub mod clock;
 pub mod cluster;
+pub mod controllers;
 pub mod error;
+pub mod faults;
 pub mod ids;
+pub mod kubeconfig;
 pub mod selectors;
+pub mod server;
 pub mod store;
+pub mod tls;
 pub mod version;
 
 pub use cluster::{
     Cluster, ClusterSettings, DeleteOptions, ListOptions, PatchType, Propagation, WriteOptions,
 };
+pub use controllers::{ControllerSpec, Shutdown};
 pub use error::{ApiError, ApiResult};
+pub use faults::{Counters, ErrorBurst, Faults};
+pub use server::{Handle, Server, ServerConfig};
 pub use version::KubeVersion;

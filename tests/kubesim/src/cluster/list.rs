@@ -52,8 +52,8 @@ impl ContinueToken {
 
 const CONTINUE_EXPIRED: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
 
-/// Parses a `resourceVersion` parameter.
-pub(crate) fn parse_rv(s: &str) -> ApiResult<u64> {
+/// Parses a `resourceVersion` parameter (400 when it is not a number).
+pub fn parse_resource_version(s: &str) -> ApiResult<u64> {
     s.parse::<u64>()
         .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s:?}")))
 }
@@ -123,14 +123,14 @@ impl Cluster {
         let (at, after) = match (&token, rv_param, rv_match) {
             (Some(t), _, _) => (t.rv, Some(t.after.clone())),
             (None, Some(rv), Some("Exact")) => {
-                let rv = parse_rv(rv)?;
+                let rv = parse_resource_version(rv)?;
                 if rv > current {
                     return Err(too_large_rv());
                 }
                 (rv, None)
             }
             (None, Some(rv), _) if rv != "0" => {
-                if parse_rv(rv)? > current {
+                if parse_resource_version(rv)? > current {
                     return Err(too_large_rv());
                 }
                 (current, None)

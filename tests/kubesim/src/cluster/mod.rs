@@ -11,6 +11,7 @@ mod delete;
 mod list;
 mod options;
 mod patching;
+mod subresources;
 mod subscription;
 mod write;
 
@@ -23,6 +24,8 @@ use serde_json::Value;
 pub use options::{
     DeleteOptions, ListOptions, ListPage, PatchType, Propagation, WriteOptions, WriteOutcome,
 };
+pub use list::parse_resource_version;
+pub use subresources::scale_of;
 pub use subscription::Subscription;
 
 use crate::catalog::{Catalog, GroupResource, ResourceType};

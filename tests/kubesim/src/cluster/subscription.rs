@@ -109,3 +109,36 @@ impl Subscription {
         }
     }
 }
+
+impl Cluster {
+    /// Starts a watch atomically: the current objects (when `initial`, for synthetic ADDED
+    /// events) and a subscription to every change after them; or, with `from`, the changes
+    /// after that resourceVersion (410 when compacted).
+    pub fn watch_start(
+        &self,
+        r: &super::Resolved,
+        namespace: Option<&str>,
+        initial: bool,
+        from: Option<u64>,
+    ) -> Result<(Vec<Arc<crate::store::StoredObject>>, u64, Subscription), ApiError> {
+        let gr = r.gr();
+        let mut state = self.store().write();
+        let current = state.current_rv();
+        let start = if initial { current } else { from.unwrap_or(current) };
+        let (backlog, rx) = state.subscribe(&gr, Some(start))?;
+        let objects = if initial {
+            state
+                .table(&gr)
+                .map(|t| t.range(namespace, None).map(|(_, o)| o.clone()).collect())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        drop(state);
+        Ok((
+            objects,
+            current,
+            Subscription::new(self.clone(), gr, backlog, rx, start),
+        ))
+    }
+}
