@@ -188,6 +188,7 @@ struct Builtin {
     verbs: &'static [&'static str],
 }
 
+#[allow(clippy::too_many_arguments)]
 const fn b(
     group: &'static str,
     versions: &'static [&'static str],
@@ -221,7 +222,9 @@ fn builtin_table(version: &KubeVersion) -> Vec<Builtin> {
         b("", V1, "Endpoints", "endpoints", NS, &["ep"], &[], &[]),
         b("", V1, "Event", "events", NS, &["ev"], &[], &[]),
         Builtin {
-            verbs: &["create", "delete", "get", "list", "patch", "update", "watch"],
+            verbs: &[
+                "create", "delete", "get", "list", "patch", "update", "watch",
+            ],
             ..b(
                 "",
                 V1,
@@ -264,10 +267,37 @@ fn builtin_table(version: &KubeVersion) -> Vec<Builtin> {
             &["all"],
             &["binding", "eviction", "log", "status"],
         ),
-        b("", V1, "ResourceQuota", "resourcequotas", NS, &["quota"], &[], &["status"]),
+        b(
+            "",
+            V1,
+            "ResourceQuota",
+            "resourcequotas",
+            NS,
+            &["quota"],
+            &[],
+            &["status"],
+        ),
         b("", V1, "Secret", "secrets", NS, &[], &[], &[]),
-        b("", V1, "ServiceAccount", "serviceaccounts", NS, &["sa"], &[], &["token"]),
-        b("", V1, "Service", "services", NS, &["svc"], &["all"], &["status"]),
+        b(
+            "",
+            V1,
+            "ServiceAccount",
+            "serviceaccounts",
+            NS,
+            &["sa"],
+            &[],
+            &["token"],
+        ),
+        b(
+            "",
+            V1,
+            "Service",
+            "services",
+            NS,
+            &["svc"],
+            &["all"],
+            &["status"],
+        ),
         b(
             "apiregistration.k8s.io",
             V1,
@@ -278,8 +308,26 @@ fn builtin_table(version: &KubeVersion) -> Vec<Builtin> {
             &["api-extensions"],
             &["status"],
         ),
-        b("apps", V1, "ControllerRevision", "controllerrevisions", NS, &[], &[], &[]),
-        b("apps", V1, "DaemonSet", "daemonsets", NS, &["ds"], &["all"], &["status"]),
+        b(
+            "apps",
+            V1,
+            "ControllerRevision",
+            "controllerrevisions",
+            NS,
+            &[],
+            &[],
+            &[],
+        ),
+        b(
+            "apps",
+            V1,
+            "DaemonSet",
+            "daemonsets",
+            NS,
+            &["ds"],
+            &["all"],
+            &["status"],
+        ),
         b(
             "apps",
             V1,
@@ -310,11 +358,47 @@ fn builtin_table(version: &KubeVersion) -> Vec<Builtin> {
             &["all"],
             &["scale", "status"],
         ),
-        b("batch", V1, "CronJob", "cronjobs", NS, &["cj"], &["all"], &["status"]),
+        b(
+            "batch",
+            V1,
+            "CronJob",
+            "cronjobs",
+            NS,
+            &["cj"],
+            &["all"],
+            &["status"],
+        ),
         b("batch", V1, "Job", "jobs", NS, &[], &["all"], &["status"]),
-        b("coordination.k8s.io", V1, "Lease", "leases", NS, &[], &[], &[]),
-        b("discovery.k8s.io", V1, "EndpointSlice", "endpointslices", NS, &[], &[], &[]),
-        b("events.k8s.io", V1, "Event", "events", NS, &["ev"], &[], &[]),
+        b(
+            "coordination.k8s.io",
+            V1,
+            "Lease",
+            "leases",
+            NS,
+            &[],
+            &[],
+            &[],
+        ),
+        b(
+            "discovery.k8s.io",
+            V1,
+            "EndpointSlice",
+            "endpointslices",
+            NS,
+            &[],
+            &[],
+            &[],
+        ),
+        b(
+            "events.k8s.io",
+            V1,
+            "Event",
+            "events",
+            NS,
+            &["ev"],
+            &[],
+            &[],
+        ),
         b(
             "networking.k8s.io",
             V1,
@@ -325,15 +409,96 @@ fn builtin_table(version: &KubeVersion) -> Vec<Builtin> {
             &[],
             &[],
         ),
-        b("networking.k8s.io", V1, "Ingress", "ingresses", NS, &["ing"], &[], &["status"]),
-        b("networking.k8s.io", V1, "IngressClass", "ingressclasses", CLUSTER, &[], &[], &[]),
-        b("policy", V1, "PodDisruptionBudget", "poddisruptionbudgets", NS, &["pdb"], &[], &["status"]),
-        b("rbac.authorization.k8s.io", V1, "ClusterRoleBinding", "clusterrolebindings", CLUSTER, &[], &[], &[]),
-        b("rbac.authorization.k8s.io", V1, "ClusterRole", "clusterroles", CLUSTER, &[], &[], &[]),
-        b("rbac.authorization.k8s.io", V1, "RoleBinding", "rolebindings", NS, &[], &[], &[]),
-        b("rbac.authorization.k8s.io", V1, "Role", "roles", NS, &[], &[], &[]),
-        b("scheduling.k8s.io", V1, "PriorityClass", "priorityclasses", CLUSTER, &["pc"], &[], &[]),
-        b("storage.k8s.io", V1, "StorageClass", "storageclasses", CLUSTER, &["sc"], &[], &[]),
+        b(
+            "networking.k8s.io",
+            V1,
+            "Ingress",
+            "ingresses",
+            NS,
+            &["ing"],
+            &[],
+            &["status"],
+        ),
+        b(
+            "networking.k8s.io",
+            V1,
+            "IngressClass",
+            "ingressclasses",
+            CLUSTER,
+            &[],
+            &[],
+            &[],
+        ),
+        b(
+            "policy",
+            V1,
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            NS,
+            &["pdb"],
+            &[],
+            &["status"],
+        ),
+        b(
+            "rbac.authorization.k8s.io",
+            V1,
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            CLUSTER,
+            &[],
+            &[],
+            &[],
+        ),
+        b(
+            "rbac.authorization.k8s.io",
+            V1,
+            "ClusterRole",
+            "clusterroles",
+            CLUSTER,
+            &[],
+            &[],
+            &[],
+        ),
+        b(
+            "rbac.authorization.k8s.io",
+            V1,
+            "RoleBinding",
+            "rolebindings",
+            NS,
+            &[],
+            &[],
+            &[],
+        ),
+        b(
+            "rbac.authorization.k8s.io",
+            V1,
+            "Role",
+            "roles",
+            NS,
+            &[],
+            &[],
+            &[],
+        ),
+        b(
+            "scheduling.k8s.io",
+            V1,
+            "PriorityClass",
+            "priorityclasses",
+            CLUSTER,
+            &["pc"],
+            &[],
+            &[],
+        ),
+        b(
+            "storage.k8s.io",
+            V1,
+            "StorageClass",
+            "storageclasses",
+            CLUSTER,
+            &["sc"],
+            &[],
+            &[],
+        ),
         b(
             "apiextensions.k8s.io",
             V1,
@@ -495,7 +660,7 @@ pub fn type_from_crd(crd: &Value) -> Result<ResourceType, String> {
         return Err("no served versions".into());
     }
     // Discovery lists versions by Kubernetes version priority (v2 > v1 > v1beta1 ...).
-    versions.sort_by(|a, b| version_priority(&b.name).cmp(&version_priority(&a.name)));
+    versions.sort_by_key(|v| std::cmp::Reverse(version_priority(&v.name)));
     Ok(ResourceType {
         singular: s(names, "singular").unwrap_or_else(|| kind.to_ascii_lowercase()),
         list_kind: s(names, "listKind").unwrap_or_else(|| format!("{kind}List")),
@@ -607,9 +772,7 @@ impl Catalog {
         self.types.values().find(|t| {
             t.group == group
                 && t.version(version).is_some()
-                && (t.kind == name
-                    || t.singular == lower
-                    || t.short_names.iter().any(|s| *s == lower))
+                && (t.kind == name || t.singular == lower || t.short_names.contains(&lower))
         })
     }
 
@@ -634,7 +797,7 @@ impl Catalog {
             }
         }
         for versions in by_group.values_mut() {
-            versions.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+            versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
         }
         let mut out: Vec<(String, Vec<String>)> = Vec::new();
         for g in GROUP_ORDER {
@@ -664,15 +827,24 @@ mod tests {
     fn psp_only_before_1_25() {
         let old = Catalog::builtin(&KubeVersion::parse("v1.24.17").unwrap());
         let new = Catalog::builtin(&KubeVersion::parse("v1.25.0").unwrap());
-        assert!(old.lookup("policy", "v1beta1", "podsecuritypolicies").is_some());
-        assert!(new.lookup("policy", "v1beta1", "podsecuritypolicies").is_none());
+        assert!(
+            old.lookup("policy", "v1beta1", "podsecuritypolicies")
+                .is_some()
+        );
+        assert!(
+            new.lookup("policy", "v1beta1", "podsecuritypolicies")
+                .is_none()
+        );
         assert!(new.lookup("policy", "v1", "poddisruptionbudgets").is_some());
     }
 
     #[test]
     fn finds_by_kind_and_short_name() {
         let c = Catalog::builtin(&KubeVersion::DEFAULT);
-        assert_eq!(c.find("apps", "v1", "DaemonSet").unwrap().plural, "daemonsets");
+        assert_eq!(
+            c.find("apps", "v1", "DaemonSet").unwrap().plural,
+            "daemonsets"
+        );
         assert_eq!(c.find("apps", "v1", "ds").unwrap().plural, "daemonsets");
         assert_eq!(c.find("", "v1", "Pod").unwrap().plural, "pods");
     }
@@ -680,7 +852,7 @@ mod tests {
     #[test]
     fn version_priority_orders_like_kubernetes() {
         let mut v = vec!["v1alpha1", "v1", "v2beta1", "v1beta2", "v2"];
-        v.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+        v.sort_by_key(|x| std::cmp::Reverse(version_priority(x)));
         assert_eq!(v, ["v2", "v1", "v2beta1", "v1beta2", "v1alpha1"]);
     }
 }

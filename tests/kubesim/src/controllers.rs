@@ -67,13 +67,18 @@ impl ControllerSpec {
 
 impl std::fmt::Debug for ControllerSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControllerSpec").field("name", &self.name).finish()
+        f.debug_struct("ControllerSpec")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
 /// The controllers kubesim always runs (unless disabled): namespace lifecycle.
 pub fn builtin() -> Vec<ControllerSpec> {
-    vec![ControllerSpec::new("namespace-controller", namespace_controller)]
+    vec![ControllerSpec::new(
+        "namespace-controller",
+        namespace_controller,
+    )]
 }
 
 const MANAGER: &str = "kube-controller-manager";
@@ -165,8 +170,12 @@ fn reconcile_namespace(cluster: &Cluster, ns: &Value, terminating: &Arc<Mutex<Ha
 async fn empty_namespace(cluster: &Cluster, name: &str) {
     loop {
         let mut remaining = 0usize;
-        let types: Vec<Arc<crate::catalog::ResourceType>> =
-            cluster.catalog().all().filter(|t| t.namespaced).cloned().collect();
+        let types: Vec<Arc<crate::catalog::ResourceType>> = cluster
+            .catalog()
+            .all()
+            .filter(|t| t.namespaced)
+            .cloned()
+            .collect();
         for rt in types {
             let version = rt.storage_version().name.clone();
             let av = rt.api_version(&version);

@@ -126,7 +126,7 @@ pub struct ApiError {
     /// `Status.message`.
     pub message: String,
     /// What the error is about, when it is about one object or resource.
-    pub subject: Option<Subject>,
+    pub subject: Option<Box<Subject>>,
     /// Field causes of an Invalid error.
     pub causes: Vec<FieldCause>,
     /// Seconds a client should wait, sent as `Retry-After` and `details.retryAfterSeconds`.
@@ -164,14 +164,18 @@ impl ApiError {
             "NotFound",
             format!("{} \"{name}\" not found", subject.qualified()),
         );
-        e.subject = Some(subject);
+        e.subject = Some(Box::new(subject));
         e
     }
 
     /// 404 for a path the server does not serve.
     pub fn no_such_resource() -> Self {
-        let mut e = Self::plain(404, "NotFound", "the server could not find the requested resource");
-        e.subject = Some(Subject::default());
+        let mut e = Self::plain(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
+        e.subject = Some(Box::default());
         e
     }
 
@@ -183,7 +187,7 @@ impl ApiError {
             "AlreadyExists",
             format!("{} \"{name}\" already exists", subject.qualified()),
         );
-        e.subject = Some(subject);
+        e.subject = Some(Box::new(subject));
         e
     }
 
@@ -198,7 +202,7 @@ impl ApiError {
                 subject.qualified()
             ),
         );
-        e.subject = Some(subject);
+        e.subject = Some(Box::new(subject));
         e
     }
 
@@ -233,7 +237,7 @@ impl ApiError {
             "Invalid",
             format!("{} \"{name}\" is invalid: {list}", subject.qualified()),
         );
-        e.subject = Some(subject);
+        e.subject = Some(Box::new(subject));
         e.causes = causes;
         e
     }
@@ -261,7 +265,7 @@ impl ApiError {
             "Too many requests, please try again later.",
         );
         e.retry_after = Some(retry_after);
-        e.subject = Some(Subject::default());
+        e.subject = Some(Box::default());
         e
     }
 
@@ -282,7 +286,7 @@ impl ApiError {
     /// 403 Forbidden with a message.
     pub fn forbidden(group: &str, resource: &str, name: &str, message: impl Into<String>) -> Self {
         let mut e = Self::plain(403, "Forbidden", message);
-        e.subject = Some(Subject::new(group, resource, name));
+        e.subject = Some(Box::new(Subject::new(group, resource, name)));
         e
     }
 
@@ -293,7 +297,7 @@ impl ApiError {
             "MethodNotAllowed",
             "the server does not allow this method on the requested resource",
         );
-        e.subject = Some(Subject::default());
+        e.subject = Some(Box::default());
         e
     }
 

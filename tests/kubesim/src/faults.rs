@@ -76,7 +76,10 @@ pub struct FaultState {
 impl FaultState {
     /// The faults in force.
     pub fn faults(&self) -> Faults {
-        self.faults.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Replaces all faults.
@@ -93,7 +96,10 @@ impl FaultState {
 
     /// A snapshot of the counters.
     pub fn counters(&self) -> Counters {
-        self.counters.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Zeroes the counters.
@@ -120,7 +126,12 @@ impl FaultState {
 
     /// Added latency.
     pub fn latency(&self) -> Duration {
-        Duration::from_millis(self.faults.lock().unwrap_or_else(|e| e.into_inner()).latency_ms)
+        Duration::from_millis(
+            self.faults
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .latency_ms,
+        )
     }
 
     /// How long a watch may live before it is cut, if watches are being dropped.
@@ -140,13 +151,15 @@ impl FaultState {
         for (i, b) in faults.error_bursts.iter().enumerate() {
             let verb_ok = b.verbs.is_empty() || b.verbs.iter().any(|v| v == verb);
             let res_ok = b.resources.is_empty()
-                || b.resources.iter().any(|r| {
-                    r == resource || resource.split('.').next() == Some(r.as_str())
-                });
+                || b.resources
+                    .iter()
+                    .any(|r| r == resource || resource.split('.').next() == Some(r.as_str()));
             if !(verb_ok && res_ok) {
                 continue;
             }
-            if b.max_count.is_some_and(|m| hits.get(i).copied().unwrap_or(0) >= m) {
+            if b.max_count
+                .is_some_and(|m| hits.get(i).copied().unwrap_or(0) >= m)
+            {
                 continue;
             }
             if self.next_unit() < b.rate {

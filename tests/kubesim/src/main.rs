@@ -15,7 +15,10 @@ fn parse_args() -> Result<(ServerConfig, Option<PathBuf>), String> {
     let mut scenario = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        let mut value = |name: &str| {
+            args.next()
+                .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
+        };
         match a.as_str() {
             "--port" => {
                 config.port = value("--port")?

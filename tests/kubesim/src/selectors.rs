@@ -41,8 +41,7 @@ fn valid_label_key(k: &str) -> bool {
 
 fn valid_label_value(v: &str) -> bool {
     v.len() <= 63
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
@@ -114,10 +113,12 @@ impl LabelSelector {
         }
         for (op, gt) in [('>', true), ('<', false)] {
             if let Some((k, v)) = r.split_once(op) {
-                let n: i64 = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| parse_error(all, "for 'Gt', 'Lt' operators, the value must be an integer"))?;
+                let n: i64 = v.trim().parse().map_err(|_| {
+                    parse_error(
+                        all,
+                        "for 'Gt', 'Lt' operators, the value must be an integer",
+                    )
+                })?;
                 let k = key_ok(k)?;
                 return Ok(if gt {
                     LabelRequirement::GreaterThan(k, n)
@@ -135,7 +136,10 @@ impl LabelSelector {
             } else if let Some(x) = rest.strip_prefix("in") {
                 ("in", x)
             } else {
-                return Err(parse_error(all, &format!("found '{rest}', expected: in, notin, =, ==, !=, gt, lt")));
+                return Err(parse_error(
+                    all,
+                    &format!("found '{rest}', expected: in, notin, =, ==, !=, gt, lt"),
+                ));
             };
             let set = set.trim();
             let inner = set
@@ -186,7 +190,10 @@ impl LabelSelector {
                 .filter_map(Value::as_str)
                 .map(str::to_string)
                 .collect();
-            let op = e.get("operator").and_then(Value::as_str).unwrap_or_default();
+            let op = e
+                .get("operator")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             requirements.push(match op {
                 "In" => LabelRequirement::In(key, values),
                 "NotIn" => LabelRequirement::NotIn(key, values),
@@ -213,12 +220,12 @@ impl LabelSelector {
             LabelRequirement::NotEquals(k, v) => get(k) != Some(v.as_str()),
             LabelRequirement::In(k, vs) => get(k).is_some_and(|x| vs.iter().any(|v| v == x)),
             LabelRequirement::NotIn(k, vs) => !get(k).is_some_and(|x| vs.iter().any(|v| v == x)),
-            LabelRequirement::GreaterThan(k, n) => {
-                get(k).and_then(|x| x.parse::<i64>().ok()).is_some_and(|x| x > *n)
-            }
-            LabelRequirement::LessThan(k, n) => {
-                get(k).and_then(|x| x.parse::<i64>().ok()).is_some_and(|x| x < *n)
-            }
+            LabelRequirement::GreaterThan(k, n) => get(k)
+                .and_then(|x| x.parse::<i64>().ok())
+                .is_some_and(|x| x > *n),
+            LabelRequirement::LessThan(k, n) => get(k)
+                .and_then(|x| x.parse::<i64>().ok())
+                .is_some_and(|x| x < *n),
         })
     }
 
@@ -384,7 +391,11 @@ mod tests {
             ("n<4", false),
             ("missing notin (x)", true),
         ] {
-            assert_eq!(LabelSelector::parse(sel).unwrap().matches(&o), want, "{sel}");
+            assert_eq!(
+                LabelSelector::parse(sel).unwrap().matches(&o),
+                want,
+                "{sel}"
+            );
         }
         assert!(LabelSelector::parse("app=we b").is_err());
         assert!(LabelSelector::parse("app in web").is_err());
@@ -395,7 +406,11 @@ mod tests {
         let o = obj(json!({}));
         let f = FieldSelector::parse("spec.nodeName=n1,status.phase!=Pending", "", "pods").unwrap();
         assert!(f.matches(&o));
-        assert!(!FieldSelector::parse("metadata.name==b", "", "pods").unwrap().matches(&o));
+        assert!(
+            !FieldSelector::parse("metadata.name==b", "", "pods")
+                .unwrap()
+                .matches(&o)
+        );
         assert!(FieldSelector::parse("spec.nodeName=n1", "", "configmaps").is_err());
     }
 }

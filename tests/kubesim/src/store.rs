@@ -184,7 +184,10 @@ impl ResourceTable {
     ) -> Result<Vec<Arc<StoredObject>>, u64> {
         let later = self.changes_since(at)?;
         if later.is_empty() {
-            return Ok(self.range(namespace, after).map(|(_, o)| o.clone()).collect());
+            return Ok(self
+                .range(namespace, after)
+                .map(|(_, o)| o.clone())
+                .collect());
         }
         // For each key changed after `at`, the first later change tells its state at `at`.
         let mut overlay: BTreeMap<ObjectKey, Option<Arc<StoredObject>>> = BTreeMap::new();
@@ -232,6 +235,9 @@ impl ResourceTable {
         Ok(out)
     }
 }
+
+/// A subscription's start: the backlog from history and the live receiver.
+pub type Subscribed = (Vec<Arc<ChangeEvent>>, broadcast::Receiver<Arc<ChangeEvent>>);
 
 /// Everything behind the store lock.
 #[derive(Debug)]
@@ -338,7 +344,7 @@ impl StoreState {
         &mut self,
         gr: &GroupResource,
         rv: Option<u64>,
-    ) -> Result<(Vec<Arc<ChangeEvent>>, broadcast::Receiver<Arc<ChangeEvent>>), ApiError> {
+    ) -> Result<Subscribed, ApiError> {
         let current = self.rv;
         let table = self.table_mut(gr);
         let rx = table.sender.subscribe();
@@ -373,7 +379,13 @@ impl StoreState {
         self.by_uid.get(uid).cloned()
     }
 
-    fn index(&mut self, gr: &GroupResource, key: &ObjectKey, old: Option<&Value>, new: Option<&Value>) {
+    fn index(
+        &mut self,
+        gr: &GroupResource,
+        key: &ObjectKey,
+        old: Option<&Value>,
+        new: Option<&Value>,
+    ) {
         let owners = |v: Option<&Value>| -> BTreeSet<String> {
             v.and_then(|v| v.pointer("/metadata/ownerReferences"))
                 .and_then(Value::as_array)
@@ -432,8 +444,16 @@ impl StoreState {
         self.rv += 1;
         let rv = self.rv;
         let stored = StoredObject::new(value, rv);
-        let prev = self.table_mut(gr).objects.insert(key.clone(), stored.clone());
-        self.index(gr, &key, prev.as_ref().map(|p| &p.value), Some(&stored.value));
+        let prev = self
+            .table_mut(gr)
+            .objects
+            .insert(key.clone(), stored.clone());
+        self.index(
+            gr,
+            &key,
+            prev.as_ref().map(|p| &p.value),
+            Some(&stored.value),
+        );
         self.record(ChangeEvent {
             resource: gr.clone(),
             event_type: if prev.is_some() {
@@ -509,12 +529,17 @@ mod tests {
         s.put(&gr, ObjectKey::new(Some("a"), "3"), obj("a", "3", 1));
         let t = s.table(&gr).unwrap();
         let past = t.snapshot(at, Some("a"), None).unwrap();
-        let names: Vec<_> = past.iter().map(|o| o.value["metadata"]["name"].clone()).collect();
+        let names: Vec<_> = past
+            .iter()
+            .map(|o| o.value["metadata"]["name"].clone())
+            .collect();
         assert_eq!(names, [json!("1"), json!("2")]);
         assert_eq!(past[0].value["data"]["v"], 1);
         let now = t.snapshot(s.current_rv(), None, None).unwrap();
         assert_eq!(now.len(), 2);
-        let after = t.snapshot(at, Some("a"), Some(&ObjectKey::new(Some("a"), "1"))).unwrap();
+        let after = t
+            .snapshot(at, Some("a"), Some(&ObjectKey::new(Some("a"), "1")))
+            .unwrap();
         assert_eq!(after.len(), 1);
     }
 

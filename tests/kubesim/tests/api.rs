@@ -40,24 +40,44 @@ async fn crud_with_real_errors() {
     let h = start(true, "v1.30.6");
     let c = client(&h).await;
     let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
-    let created = cms.create(&PostParams::default(), &cm("a", json!({}))).await.unwrap();
+    let created = cms
+        .create(&PostParams::default(), &cm("a", json!({})))
+        .await
+        .unwrap();
     let meta = &created.metadata;
     assert!(meta.uid.as_ref().is_some_and(|u| u.len() == 36));
     assert!(meta.creation_timestamp.is_some());
     let rv1: u64 = meta.resource_version.as_ref().unwrap().parse().unwrap();
 
-    let dup = api_err(cms.create(&PostParams::default(), &cm("a", json!({}))).await.unwrap_err());
+    let dup = api_err(
+        cms.create(&PostParams::default(), &cm("a", json!({})))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((dup.code, dup.reason.as_str()), (409, "AlreadyExists"));
     assert_eq!(dup.message, "configmaps \"a\" already exists");
 
     let mut changed = created.clone();
     changed.data = Some([("k".to_string(), "w".to_string())].into());
-    let updated = cms.replace("a", &PostParams::default(), &changed).await.unwrap();
-    let rv2: u64 = updated.metadata.resource_version.clone().unwrap().parse().unwrap();
+    let updated = cms
+        .replace("a", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    let rv2: u64 = updated
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(rv2 > rv1, "resourceVersion increases");
 
     // `changed` still carries rv1: a stale write.
-    let stale = api_err(cms.replace("a", &PostParams::default(), &changed).await.unwrap_err());
+    let stale = api_err(
+        cms.replace("a", &PostParams::default(), &changed)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
     assert_eq!(
         stale.message,
@@ -68,17 +88,30 @@ async fn crud_with_real_errors() {
     assert_eq!((missing.code, missing.reason.as_str()), (404, "NotFound"));
     assert_eq!(missing.message, "configmaps \"nope\" not found");
 
-    let bad = api_err(cms.create(&PostParams::default(), &cm("Bad_Name", json!({}))).await.unwrap_err());
+    let bad = api_err(
+        cms.create(&PostParams::default(), &cm("Bad_Name", json!({})))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((bad.code, bad.reason.as_str()), (422, "Invalid"));
     assert!(bad.message.starts_with("ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"), "{}", bad.message);
 
-    let generated: ConfigMap = serde_json::from_value(json!({"metadata": {"generateName": "gen-"}})).unwrap();
-    let g = cms.create(&PostParams::default(), &generated).await.unwrap();
+    let generated: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"generateName": "gen-"}})).unwrap();
+    let g = cms
+        .create(&PostParams::default(), &generated)
+        .await
+        .unwrap();
     let gname = g.metadata.name.unwrap();
     assert!(gname.starts_with("gen-") && gname.len() == 9, "{gname}");
 
     let nowhere: Api<ConfigMap> = Api::namespaced(c.clone(), "no-such-ns");
-    let e = api_err(nowhere.create(&PostParams::default(), &cm("x", json!({}))).await.unwrap_err());
+    let e = api_err(
+        nowhere
+            .create(&PostParams::default(), &cm("x", json!({})))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(e.message, "namespaces \"no-such-ns\" not found");
 
     cms.delete("a", &DeleteParams::default()).await.unwrap();
@@ -96,7 +129,9 @@ async fn list_with_every_selector_form() {
         ("db-1", json!({"app": "db", "tier": "back"})),
         ("bare", json!({})),
     ] {
-        cms.create(&PostParams::default(), &cm(n, labels)).await.unwrap();
+        cms.create(&PostParams::default(), &cm(n, labels))
+            .await
+            .unwrap();
     }
     let names = |sel: &'static str| {
         let cms = cms.clone();
@@ -112,17 +147,31 @@ async fn list_with_every_selector_form() {
     assert_eq!(names("app=web").await, ["web-1", "web-2"]);
     assert_eq!(names("app==db").await, ["db-1"]);
     assert_eq!(names("app!=web").await, ["bare", "db-1"]);
-    assert_eq!(names("tier in (front,back)").await, ["db-1", "web-1", "web-2"]);
+    assert_eq!(
+        names("tier in (front,back)").await,
+        ["db-1", "web-1", "web-2"]
+    );
     assert_eq!(names("tier notin (back)").await, ["bare", "web-1"]);
     assert_eq!(names("rank").await, ["web-1", "web-2"]);
     assert_eq!(names("!tier").await, ["bare"]);
     assert_eq!(names("app=web,tier=back").await, ["web-2"]);
     assert_eq!(names("rank>5").await, ["web-2"]);
 
-    let by_name = cms.list(&ListParams::default().fields("metadata.name=db-1")).await.unwrap();
+    let by_name = cms
+        .list(&ListParams::default().fields("metadata.name=db-1"))
+        .await
+        .unwrap();
     assert_eq!(by_name.items.len(), 1);
-    let not_name = cms.list(&ListParams::default().fields("metadata.name!=db-1,metadata.namespace=default")).await.unwrap();
-    assert!(not_name.items.iter().all(|o| o.metadata.name.as_deref() != Some("db-1")));
+    let not_name = cms
+        .list(&ListParams::default().fields("metadata.name!=db-1,metadata.namespace=default"))
+        .await
+        .unwrap();
+    assert!(
+        not_name
+            .items
+            .iter()
+            .all(|o| o.metadata.name.as_deref() != Some("db-1"))
+    );
 
     let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
     for (n, node) in [("p1", "node-a"), ("p2", "node-b")] {
@@ -133,18 +182,39 @@ async fn list_with_every_selector_form() {
         .unwrap();
         pods.create(&PostParams::default(), &p).await.unwrap();
     }
-    pods.patch_status("p2", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Running"}})))
+    pods.patch_status(
+        "p2",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .unwrap();
+    let on_a = pods
+        .list(&ListParams::default().fields("spec.nodeName=node-a"))
         .await
         .unwrap();
-    let on_a = pods.list(&ListParams::default().fields("spec.nodeName=node-a")).await.unwrap();
     assert_eq!(on_a.items[0].metadata.name.as_deref(), Some("p1"));
-    let running = pods.list(&ListParams::default().fields("status.phase==Running")).await.unwrap();
+    let running = pods
+        .list(&ListParams::default().fields("status.phase==Running"))
+        .await
+        .unwrap();
     assert_eq!(running.items.len(), 1);
     assert_eq!(running.items[0].metadata.name.as_deref(), Some("p2"));
 
-    let bad = api_err(cms.list(&ListParams::default().fields("spec.nodeName=x")).await.unwrap_err());
-    assert_eq!((bad.code, bad.message.as_str()), (400, "field label not supported: spec.nodeName"));
-    let bad = api_err(cms.list(&ListParams::default().labels("app in web")).await.unwrap_err());
+    let bad = api_err(
+        cms.list(&ListParams::default().fields("spec.nodeName=x"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (bad.code, bad.message.as_str()),
+        (400, "field label not supported: spec.nodeName")
+    );
+    let bad = api_err(
+        cms.list(&ListParams::default().labels("app in web"))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(bad.code, 400);
 }
 
@@ -153,9 +223,12 @@ async fn pagination_by_continue_token() {
     let h = start(true, "v1.30.6");
     let c = client(&h).await;
     let ns: Api<Namespace> = Api::all(c.clone());
-    ns.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "pages"}})).unwrap())
-        .await
-        .unwrap();
+    ns.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "pages"}})).unwrap(),
+    )
+    .await
+    .unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "pages");
     // The namespace controller adds kube-root-ca.crt; wait for it so counts are stable.
     eventually(60, "kube-root-ca.crt", || {
@@ -164,9 +237,12 @@ async fn pagination_by_continue_token() {
     })
     .await;
     for i in 0..24 {
-        cms.create(&PostParams::default(), &cm(&format!("cm-{i:02}"), json!({"i": i.to_string()})))
-            .await
-            .unwrap();
+        cms.create(
+            &PostParams::default(),
+            &cm(&format!("cm-{i:02}"), json!({"i": i.to_string()})),
+        )
+        .await
+        .unwrap();
     }
     let first = cms.list(&ListParams::default().limit(10)).await.unwrap();
     assert_eq!(first.items.len(), 10);
@@ -174,27 +250,49 @@ async fn pagination_by_continue_token() {
     let token = first.metadata.continue_.clone().expect("continue token");
     let snapshot_rv = first.metadata.resource_version.clone().unwrap();
     // Changes after the first page do not show in later pages (consistent snapshot).
-    cms.create(&PostParams::default(), &cm("cm-99", json!({}))).await.unwrap();
+    cms.create(&PostParams::default(), &cm("cm-99", json!({})))
+        .await
+        .unwrap();
     cms.delete("cm-20", &DeleteParams::default()).await.unwrap();
-    let mut all: Vec<String> = first.items.iter().filter_map(|o| o.metadata.name.clone()).collect();
+    let mut all: Vec<String> = first
+        .items
+        .iter()
+        .filter_map(|o| o.metadata.name.clone())
+        .collect();
     let mut token = Some(token);
     while let Some(t) = token {
-        let page = cms.list(&ListParams::default().limit(10).continue_token(&t)).await.unwrap();
-        assert_eq!(page.metadata.resource_version.as_deref(), Some(snapshot_rv.as_str()));
+        let page = cms
+            .list(&ListParams::default().limit(10).continue_token(&t))
+            .await
+            .unwrap();
+        assert_eq!(
+            page.metadata.resource_version.as_deref(),
+            Some(snapshot_rv.as_str())
+        );
         all.extend(page.items.iter().filter_map(|o| o.metadata.name.clone()));
         token = page.metadata.continue_.clone();
     }
     assert_eq!(all.len(), 25, "{all:?}");
     assert!(all.contains(&"cm-20".to_string()) && !all.contains(&"cm-99".to_string()));
-    let sorted = { let mut s = all.clone(); s.sort(); s };
+    let sorted = {
+        let mut s = all.clone();
+        s.sort();
+        s
+    };
     assert_eq!(all, sorted, "pages come in key order");
 
     // After a compaction the old token is expired.
     let again = cms.list(&ListParams::default().limit(5)).await.unwrap();
     let old = again.metadata.continue_.unwrap();
-    cms.create(&PostParams::default(), &cm("cm-100", json!({}))).await.unwrap();
+    cms.create(&PostParams::default(), &cm("cm-100", json!({})))
+        .await
+        .unwrap();
     h.cluster().compact();
-    let gone = api_err(cms.list(&ListParams::default().limit(5).continue_token(&old)).await.unwrap_err());
+    let gone = api_err(
+        cms.list(&ListParams::default().limit(5).continue_token(&old))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((gone.code, gone.reason.as_str()), (410, "Expired"));
 }
 
@@ -215,12 +313,20 @@ async fn watcher_recovers_from_dropped_streams_and_410() {
         // Errors are what the watcher reports before it re-lists; keep consuming.
         while let Some(item) = s.next().await {
             if let Ok(o) = item {
-                seen2.lock().unwrap().insert(o.metadata.name.unwrap_or_default());
+                seen2
+                    .lock()
+                    .unwrap()
+                    .insert(o.metadata.name.unwrap_or_default());
             }
         }
     });
     for i in 0..10 {
-        cms.create(&PostParams::default(), &cm(&format!("w-{i}"), json!({"w": "1"}))).await.unwrap();
+        cms.create(
+            &PostParams::default(),
+            &cm(&format!("w-{i}"), json!({"w": "1"})),
+        )
+        .await
+        .unwrap();
         if i == 4 {
             // Old resourceVersions are now compacted: the re-watch gets 410 and re-lists.
             h.cluster().compact();
@@ -240,9 +346,14 @@ async fn raw_watch_reports_expired_versions() {
     let h = start(true, "v1.30.6");
     let c = client(&h).await;
     let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
-    let a = cms.create(&PostParams::default(), &cm("x", json!({}))).await.unwrap();
+    let a = cms
+        .create(&PostParams::default(), &cm("x", json!({})))
+        .await
+        .unwrap();
     let rv = a.metadata.resource_version.unwrap();
-    cms.create(&PostParams::default(), &cm("y", json!({}))).await.unwrap();
+    cms.create(&PostParams::default(), &cm("y", json!({})))
+        .await
+        .unwrap();
     h.cluster().compact();
     let mut s = cms
         .watch(&kube::api::WatchParams::default().timeout(5), &rv)
@@ -252,7 +363,11 @@ async fn raw_watch_reports_expired_versions() {
     match s.try_next().await {
         Ok(Some(kube::core::WatchEvent::Error(e))) => {
             assert_eq!(e.code, 410);
-            assert!(e.message.starts_with("too old resource version"), "{}", e.message);
+            assert!(
+                e.message.starts_with("too old resource version"),
+                "{}",
+                e.message
+            );
         }
         Err(kube::Error::Api(e)) => assert_eq!(e.code, 410),
         other => panic!("expected a 410, got {other:?}"),
@@ -264,26 +379,58 @@ async fn dry_run_validates_but_stores_nothing() {
     let h = start(true, "v1.30.6");
     let c = client(&h).await;
     let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
-    cms.create(&PostParams::default(), &cm("keep", json!({}))).await.unwrap();
+    cms.create(&PostParams::default(), &cm("keep", json!({})))
+        .await
+        .unwrap();
     h.faults().reset_counters();
-    let dry = PostParams { dry_run: true, ..Default::default() };
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
     let out = cms.create(&dry, &cm("ghost", json!({}))).await.unwrap();
     assert_eq!(out.metadata.name.as_deref(), Some("ghost"));
     assert!(cms.get_opt("ghost").await.unwrap().is_none());
     let e = api_err(cms.create(&dry, &cm("Bad!", json!({}))).await.unwrap_err());
     assert_eq!(e.code, 422);
-    let pp = PatchParams { dry_run: true, ..Default::default() };
-    cms.patch("keep", &pp, &Patch::Merge(json!({"data": {"k": "dry"}}))).await.unwrap();
+    let pp = PatchParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    cms.patch("keep", &pp, &Patch::Merge(json!({"data": {"k": "dry"}})))
+        .await
+        .unwrap();
     assert_eq!(cms.get("keep").await.unwrap().data.unwrap()["k"], "v");
-    let dp = DeleteParams { dry_run: true, ..Default::default() };
+    let dp = DeleteParams {
+        dry_run: true,
+        ..Default::default()
+    };
     cms.delete("keep", &dp).await.unwrap();
     assert!(cms.get_opt("keep").await.unwrap().is_some());
     let counters = h.faults().counters();
     assert_eq!(counters.total_writes, 0, "{counters:?}");
-    assert!(counters.requests.get("create configmaps").copied().unwrap_or(0) >= 2);
+    assert!(
+        counters
+            .requests
+            .get("create configmaps")
+            .copied()
+            .unwrap_or(0)
+            >= 2
+    );
     // A real write is counted once; a no-op update is not.
-    cms.patch("keep", &PatchParams::default(), &Patch::Merge(json!({"data": {"k": "w"}}))).await.unwrap();
-    cms.patch("keep", &PatchParams::default(), &Patch::Merge(json!({"data": {"k": "w"}}))).await.unwrap();
+    cms.patch(
+        "keep",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "w"}})),
+    )
+    .await
+    .unwrap();
+    cms.patch(
+        "keep",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "w"}})),
+    )
+    .await
+    .unwrap();
     assert_eq!(h.faults().counters().total_writes, 1);
 }
 
@@ -308,29 +455,63 @@ async fn status_is_kept_apart_and_generation_follows_spec() {
     d.status = Some(serde_json::from_value(json!({"replicas": 9})).unwrap());
     let created = deps.create(&PostParams::default(), &d).await.unwrap();
     assert_eq!(created.metadata.generation, Some(1));
-    assert!(created.status.as_ref().and_then(|s| s.replicas).is_none(), "status dropped on create");
+    assert!(
+        created.status.as_ref().and_then(|s| s.replicas).is_none(),
+        "status dropped on create"
+    );
     let spec = created.spec.clone().unwrap();
     assert_eq!(spec.replicas, Some(1));
     assert_eq!(spec.revision_history_limit, Some(10));
-    assert_eq!(spec.strategy.unwrap().type_.as_deref(), Some("RollingUpdate"));
+    assert_eq!(
+        spec.strategy.unwrap().type_.as_deref(),
+        Some("RollingUpdate")
+    );
 
     let s = deps
-        .patch_status("web", &PatchParams::default(), &Patch::Merge(json!({"status": {"replicas": 3}, "spec": {"replicas": 5}})))
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"replicas": 3}, "spec": {"replicas": 5}})),
+        )
         .await
         .unwrap();
     assert_eq!(s.status.unwrap().replicas, Some(3));
-    assert_eq!(s.spec.unwrap().replicas, Some(1), "status writes ignore spec");
-    assert_eq!(s.metadata.generation, Some(1), "status writes keep generation");
+    assert_eq!(
+        s.spec.unwrap().replicas,
+        Some(1),
+        "status writes ignore spec"
+    );
+    assert_eq!(
+        s.metadata.generation,
+        Some(1),
+        "status writes keep generation"
+    );
 
     let m = deps
-        .patch("web", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}, "status": {"replicas": 0}})))
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}, "status": {"replicas": 0}})),
+        )
         .await
         .unwrap();
-    assert_eq!(m.metadata.generation, Some(1), "metadata changes keep generation");
-    assert_eq!(m.status.unwrap().replicas, Some(3), "main writes ignore status");
+    assert_eq!(
+        m.metadata.generation,
+        Some(1),
+        "metadata changes keep generation"
+    );
+    assert_eq!(
+        m.status.unwrap().replicas,
+        Some(3),
+        "main writes ignore status"
+    );
 
     let g = deps
-        .patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 2}})))
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 2}})),
+        )
         .await
         .unwrap();
     assert_eq!(g.metadata.generation, Some(2));
@@ -341,22 +522,60 @@ async fn status_is_kept_apart_and_generation_follows_spec() {
             .unwrap_err(),
     );
     assert_eq!(immutable.code, 422);
-    assert!(immutable.message.contains("spec.selector: Invalid value"), "{}", immutable.message);
-    assert!(immutable.message.contains("field is immutable"), "{}", immutable.message);
+    assert!(
+        immutable.message.contains("spec.selector: Invalid value"),
+        "{}",
+        immutable.message
+    );
+    assert!(
+        immutable.message.contains("field is immutable"),
+        "{}",
+        immutable.message
+    );
 
     let mut bad = deployment("bad");
-    bad.spec.as_mut().unwrap().template.metadata.as_mut().unwrap().labels = Some([("app".to_string(), "zzz".to_string())].into());
+    bad.spec
+        .as_mut()
+        .unwrap()
+        .template
+        .metadata
+        .as_mut()
+        .unwrap()
+        .labels = Some([("app".to_string(), "zzz".to_string())].into());
     let e = api_err(deps.create(&PostParams::default(), &bad).await.unwrap_err());
-    assert!(e.message.contains("`selector` does not match template `labels`"), "{}", e.message);
+    assert!(
+        e.message
+            .contains("`selector` does not match template `labels`"),
+        "{}",
+        e.message
+    );
 
     // A custom resource without a status subresource bumps generation on any non-metadata change.
-    let crd_api: Api<DynamicObject> = Api::all_with(c.clone(), &ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"), "customresourcedefinitions"));
-    crd_api.create(&PostParams::default(), &serde_json::from_value(widget_crd(false)).unwrap()).await.unwrap();
+    let crd_api: Api<DynamicObject> = Api::all_with(
+        c.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+            "customresourcedefinitions",
+        ),
+    );
+    crd_api
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(widget_crd(false)).unwrap(),
+        )
+        .await
+        .unwrap();
     let widgets = widget_api(&c).await;
     let w: DynamicObject = serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 1}})).unwrap();
     widgets.create(&PostParams::default(), &w).await.unwrap();
-    let w2 = widgets.patch("w", &PatchParams::default(), &Patch::Merge(json!({"status": {"ok": true}}))).await.unwrap();
+    let w2 = widgets
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"ok": true}})),
+        )
+        .await
+        .unwrap();
     assert_eq!(w2.metadata.generation, Some(2));
 }
 
@@ -377,7 +596,10 @@ fn widget_crd(status: bool) -> Value {
 }
 
 async fn widget_api(c: &kube::Client) -> Api<DynamicObject> {
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.com", "v1", "Widget"), "widgets");
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1", "Widget"),
+        "widgets",
+    );
     let api: Api<DynamicObject> = Api::namespaced_with(c.clone(), "default", &ar);
     let probe = api.clone();
     eventually(60, "the Widget type to be served", move || {
@@ -400,16 +622,29 @@ async fn finalizers_hold_objects_until_removed() {
     let obj = out.left().expect("still present: the object comes back");
     assert!(obj.metadata.deletion_timestamp.is_some());
     let e = api_err(
-        cms.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": ["example.com/hold", "example.com/new"]}})))
-            .await
-            .unwrap_err(),
+        cms.patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"finalizers": ["example.com/hold", "example.com/new"]}}),
+            ),
+        )
+        .await
+        .unwrap_err(),
     );
     assert_eq!(e.code, 422);
     assert!(cms.get_opt("held").await.unwrap().is_some());
-    cms.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
-        .await
-        .unwrap();
-    assert!(cms.get_opt("held").await.unwrap().is_none(), "gone once the finalizers are");
+    cms.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert!(
+        cms.get_opt("held").await.unwrap().is_none(),
+        "gone once the finalizers are"
+    );
 }
 
 fn owned_cm(name: &str, owner: &ConfigMap, block: bool) -> ConfigMap {
@@ -431,14 +666,22 @@ async fn owner_references_are_garbage_collected() {
 
     // Background: dependents go with the owner.
     let owner = cms.create(&pp, &cm("owner-bg", json!({}))).await.unwrap();
-    cms.create(&pp, &owned_cm("dep-bg", &owner, false)).await.unwrap();
-    cms.delete("owner-bg", &DeleteParams::background()).await.unwrap();
+    cms.create(&pp, &owned_cm("dep-bg", &owner, false))
+        .await
+        .unwrap();
+    cms.delete("owner-bg", &DeleteParams::background())
+        .await
+        .unwrap();
     assert!(cms.get_opt("dep-bg").await.unwrap().is_none());
 
     // Orphan: dependents stay without the reference.
     let owner = cms.create(&pp, &cm("owner-or", json!({}))).await.unwrap();
-    cms.create(&pp, &owned_cm("dep-or", &owner, false)).await.unwrap();
-    cms.delete("owner-or", &DeleteParams::orphan()).await.unwrap();
+    cms.create(&pp, &owned_cm("dep-or", &owner, false))
+        .await
+        .unwrap();
+    cms.delete("owner-or", &DeleteParams::orphan())
+        .await
+        .unwrap();
     let dep = cms.get("dep-or").await.unwrap();
     assert!(dep.metadata.owner_references.is_none());
 
@@ -447,38 +690,77 @@ async fn owner_references_are_garbage_collected() {
     let mut dep = owned_cm("dep-fg", &owner, true);
     dep.metadata.finalizers = Some(vec!["example.com/hold".into()]);
     cms.create(&pp, &dep).await.unwrap();
-    cms.delete("owner-fg", &DeleteParams { propagation_policy: Some(PropagationPolicy::Foreground), ..Default::default() })
-        .await
-        .unwrap();
+    cms.delete(
+        "owner-fg",
+        &DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Foreground),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let waiting = cms.get("owner-fg").await.unwrap();
     assert!(waiting.metadata.deletion_timestamp.is_some());
     assert_eq!(waiting.metadata.finalizers.unwrap(), ["foregroundDeletion"]);
-    cms.patch("dep-fg", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
-        .await
-        .unwrap();
+    cms.patch(
+        "dep-fg",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
     assert!(cms.get_opt("dep-fg").await.unwrap().is_none());
-    assert!(cms.get_opt("owner-fg").await.unwrap().is_none(), "owner goes once its blockers have");
+    assert!(
+        cms.get_opt("owner-fg").await.unwrap().is_none(),
+        "owner goes once its blockers have"
+    );
 
     // Preconditions.
     let p = cms.create(&pp, &cm("pre", json!({}))).await.unwrap();
     let e = api_err(
-        cms.delete("pre", &DeleteParams { preconditions: Some(kube::api::Preconditions { uid: Some("other".into()), resource_version: None }), ..Default::default() })
-            .await
-            .unwrap_err(),
+        cms.delete(
+            "pre",
+            &DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    uid: Some("other".into()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err(),
     );
     assert_eq!(e.code, 409);
-    cms.delete("pre", &DeleteParams { preconditions: Some(kube::api::Preconditions { uid: p.metadata.uid.clone(), resource_version: None }), ..Default::default() })
-        .await
-        .unwrap();
+    cms.delete(
+        "pre",
+        &DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: p.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
 async fn crd_becomes_established_and_served_then_goes() {
     let h = start(true, "v1.30.6");
     let c = client(&h).await;
-    let crd_ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"), "customresourcedefinitions");
+    let crd_ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+        "customresourcedefinitions",
+    );
     let crds: Api<DynamicObject> = Api::all_with(c.clone(), &crd_ar);
-    crds.create(&PostParams::default(), &serde_json::from_value(widget_crd(true)).unwrap()).await.unwrap();
+    crds.create(
+        &PostParams::default(),
+        &serde_json::from_value(widget_crd(true)).unwrap(),
+    )
+    .await
+    .unwrap();
     let established = eventually(60, "Established", || {
         let crds = crds.clone();
         async move {
@@ -491,23 +773,45 @@ async fn crd_becomes_established_and_served_then_goes() {
         }
     })
     .await;
-    assert!(established.iter().any(|c| c["type"] == "NamesAccepted" && c["status"] == "True"));
+    assert!(
+        established
+            .iter()
+            .any(|c| c["type"] == "NamesAccepted" && c["status"] == "True")
+    );
     let widgets = widget_api(&c).await;
     let w: DynamicObject = serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 3}, "status": {"ignored": true}})).unwrap();
     let created = widgets.create(&PostParams::default(), &w).await.unwrap();
-    assert!(created.data.get("status").is_none(), "status subresource: dropped on create");
-    let smp = api_err(
-        widgets.patch("w1", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"size": 4}}))).await.unwrap_err(),
+    assert!(
+        created.data.get("status").is_none(),
+        "status subresource: dropped on create"
     );
-    assert_eq!(smp.code, 415, "strategic merge is refused for custom resources");
+    let smp = api_err(
+        widgets
+            .patch(
+                "w1",
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"spec": {"size": 4}})),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        smp.code, 415,
+        "strategic merge is refused for custom resources"
+    );
     // Discovery lists the new kind with its short name.
-    let discovery = kube::discovery::Discovery::new(c.clone()).run().await.unwrap();
+    let discovery = kube::discovery::Discovery::new(c.clone())
+        .run()
+        .await
+        .unwrap();
     let found = discovery
         .groups()
         .flat_map(|g| g.recommended_resources())
         .any(|(ar, _)| ar.kind == "Widget" && ar.plural == "widgets");
     assert!(found);
-    crds.delete("widgets.example.com", &DeleteParams::default()).await.unwrap();
+    crds.delete("widgets.example.com", &DeleteParams::default())
+        .await
+        .unwrap();
     assert!(crds.get_opt("widgets.example.com").await.unwrap().is_none());
     let e = api_err(widgets.list(&ListParams::default()).await.unwrap_err());
     assert_eq!(e.code, 404);
@@ -533,8 +837,13 @@ async fn error_bursts_and_latency_faults() {
     let started = std::time::Instant::now();
     // kube-rs retries 429 by itself (honouring Retry-After): the list succeeds after one
     // injected error. The exact answer is checked over raw HTTP in `http_level`.
-    pods.list(&ListParams::default()).await.expect("retried past the burst");
-    assert!(started.elapsed() >= Duration::from_millis(400), "latency on both attempts");
+    pods.list(&ListParams::default())
+        .await
+        .expect("retried past the burst");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "latency on both attempts"
+    );
     assert_eq!(h.faults().counters().injected_errors, 1);
     assert_eq!(h.faults().counters().requests["list pods"], 2);
     h.faults().clear_faults();

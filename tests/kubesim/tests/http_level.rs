@@ -13,36 +13,102 @@ fn authentication_and_status_bodies() {
     let r = raw(&h, "GET", "/api/v1/namespaces", None, &[], b"");
     assert_eq!(r.status, 401);
     let s = r.json();
-    assert_eq!((s["kind"].as_str(), s["reason"].as_str(), s["code"].as_i64()), (Some("Status"), Some("Unauthorized"), Some(401)));
-    assert_eq!(raw(&h, "GET", "/version", Some("wrong"), &[], b"").status, 401);
+    assert_eq!(
+        (s["kind"].as_str(), s["reason"].as_str(), s["code"].as_i64()),
+        (Some("Status"), Some("Unauthorized"), Some(401))
+    );
+    assert_eq!(
+        raw(&h, "GET", "/version", Some("wrong"), &[], b"").status,
+        401
+    );
     let t = Some(h.token());
     let v = raw(&h, "GET", "/version", t, &[], b"").json();
-    assert_eq!((v["gitVersion"].as_str(), v["major"].as_str(), v["minor"].as_str()), (Some("v1.30.6"), Some("1"), Some("30")));
+    assert_eq!(
+        (
+            v["gitVersion"].as_str(),
+            v["major"].as_str(),
+            v["minor"].as_str()
+        ),
+        (Some("v1.30.6"), Some("1"), Some("30"))
+    );
 
-    let nf = raw(&h, "GET", "/apis/apps/v1/namespaces/default/daemonsets/x", t, &[], b"");
+    let nf = raw(
+        &h,
+        "GET",
+        "/apis/apps/v1/namespaces/default/daemonsets/x",
+        t,
+        &[],
+        b"",
+    );
     assert_eq!(nf.status, 404);
     let s = nf.json();
     assert_eq!(s["message"], "daemonsets.apps \"x\" not found");
-    assert_eq!(s["details"], json!({"name": "x", "group": "apps", "kind": "daemonsets"}));
+    assert_eq!(
+        s["details"],
+        json!({"name": "x", "group": "apps", "kind": "daemonsets"})
+    );
 
-    let na = raw(&h, "POST", "/api/v1/namespaces/default/pods/x", t, &[("Content-Type", "application/json")], b"{}");
+    let na = raw(
+        &h,
+        "POST",
+        "/api/v1/namespaces/default/pods/x",
+        t,
+        &[("Content-Type", "application/json")],
+        b"{}",
+    );
     assert_eq!(na.status, 405);
     assert_eq!(na.json()["reason"], "MethodNotAllowed");
 
-    let pb = raw(&h, "POST", "/api/v1/namespaces/default/configmaps", t, &[("Content-Type", "application/vnd.kubernetes.protobuf")], b"x");
+    let pb = raw(
+        &h,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        t,
+        &[("Content-Type", "application/vnd.kubernetes.protobuf")],
+        b"x",
+    );
     assert_eq!(pb.status, 415);
 
     let big = vec![b' '; 3 * 1024 * 1024 + 10];
-    let tl = raw(&h, "POST", "/api/v1/namespaces/default/configmaps", t, &[("Content-Type", "application/json")], &big);
+    let tl = raw(
+        &h,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        t,
+        &[("Content-Type", "application/json")],
+        &big,
+    );
     assert_eq!(tl.status, 413);
 
     // A 3 MiB object body is accepted (Calico's largest CRDs come close).
     let filler = "x".repeat(2 * 1024 * 1024);
     let body = serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"}, "data": {"f": filler}})).unwrap();
-    assert_eq!(raw(&h, "POST", "/api/v1/namespaces/default/configmaps", t, &[("Content-Type", "application/json")], &body).status, 201);
+    assert_eq!(
+        raw(
+            &h,
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            t,
+            &[("Content-Type", "application/json")],
+            &body
+        )
+        .status,
+        201
+    );
 
     let yaml = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  a: b\n";
-    assert_eq!(raw(&h, "POST", "/api/v1/namespaces/default/configmaps", t, &[("Content-Type", "application/yaml")], yaml).status, 201);
+    assert_eq!(
+        raw(
+            &h,
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            t,
+            &[("Content-Type", "application/yaml")],
+            yaml
+        )
+        .status,
+        201
+    );
 }
 
 #[test]
@@ -50,21 +116,68 @@ fn injected_429_carries_retry_after() {
     let h = start(false, "v1.30.6");
     let t = Some(h.token());
     let faults = json!({"errorBursts": [{"rate": 1.0, "code": 429, "verbs": ["get"], "retryAfterSeconds": 3}]});
-    let set = raw(&h, "PUT", "/kubesim/faults", t, &[("Content-Type", "application/json")], faults.to_string().as_bytes());
+    let set = raw(
+        &h,
+        "PUT",
+        "/kubesim/faults",
+        t,
+        &[("Content-Type", "application/json")],
+        faults.to_string().as_bytes(),
+    );
     assert_eq!(set.status, 200, "{}", set.body);
     let r = raw(&h, "GET", "/api/v1/namespaces/default", t, &[], b"");
     assert_eq!(r.status, 429);
     assert_eq!(r.header("Retry-After"), Some("3"));
     let s = r.json();
-    assert_eq!((s["reason"].as_str(), s["details"]["retryAfterSeconds"].as_i64()), (Some("TooManyRequests"), Some(3)));
+    assert_eq!(
+        (
+            s["reason"].as_str(),
+            s["details"]["retryAfterSeconds"].as_i64()
+        ),
+        (Some("TooManyRequests"), Some(3))
+    );
     // Lists are not gets: unaffected.
-    assert_eq!(raw(&h, "GET", "/api/v1/namespaces", t, &[], b"").status, 200);
+    assert_eq!(
+        raw(&h, "GET", "/api/v1/namespaces", t, &[], b"").status,
+        200
+    );
     let five = json!({"errorBursts": [{"rate": 1.0, "code": 500, "resources": ["configmaps"]}]});
-    raw(&h, "PUT", "/kubesim/faults", t, &[], five.to_string().as_bytes());
-    let e = raw(&h, "GET", "/api/v1/namespaces/default/configmaps", t, &[], b"");
-    assert_eq!((e.status, e.json()["reason"].as_str().map(str::to_string)), (500, Some("InternalError".into())));
-    assert_eq!(raw(&h, "DELETE", "/kubesim/faults", t, &[], b"").status, 200);
-    assert_eq!(raw(&h, "GET", "/api/v1/namespaces/default/configmaps", t, &[], b"").status, 200);
+    raw(
+        &h,
+        "PUT",
+        "/kubesim/faults",
+        t,
+        &[],
+        five.to_string().as_bytes(),
+    );
+    let e = raw(
+        &h,
+        "GET",
+        "/api/v1/namespaces/default/configmaps",
+        t,
+        &[],
+        b"",
+    );
+    assert_eq!(
+        (e.status, e.json()["reason"].as_str().map(str::to_string)),
+        (500, Some("InternalError".into()))
+    );
+    assert_eq!(
+        raw(&h, "DELETE", "/kubesim/faults", t, &[], b"").status,
+        200
+    );
+    assert_eq!(
+        raw(
+            &h,
+            "GET",
+            "/api/v1/namespaces/default/configmaps",
+            t,
+            &[],
+            b""
+        )
+        .status,
+        200
+    );
     let counters = raw(&h, "GET", "/kubesim/counters", t, &[], b"").json();
     assert!(counters["injectedErrors"].as_u64().unwrap() >= 2);
     assert_eq!(counters["totalWrites"], 0);
@@ -74,19 +187,48 @@ fn injected_429_carries_retry_after() {
 fn tables_for_kubectl() {
     let h = start(false, "v1.30.6");
     let t = Some(h.token());
-    let table_accept = ("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io,application/json");
+    let table_accept = (
+        "Accept",
+        "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+    );
     let r = raw(&h, "GET", "/api/v1/namespaces", t, &[table_accept], b"");
     let tbl = r.json();
     assert_eq!(tbl["kind"], "Table");
-    let cols: Vec<&str> = tbl["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let cols: Vec<&str> = tbl["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(cols, ["Name", "Status", "Age"]);
     assert_eq!(tbl["rows"][0]["cells"][0], "default");
     assert_eq!(tbl["rows"][0]["cells"][1], "Active");
     assert_eq!(tbl["rows"][0]["object"]["kind"], "PartialObjectMetadata");
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "x:1"}, {"name": "b", "image": "y:1"}]}});
-    raw(&h, "POST", "/api/v1/namespaces/default/pods", t, &[], pod.to_string().as_bytes());
-    let p = raw(&h, "GET", "/api/v1/namespaces/default/pods", t, &[table_accept], b"").json();
-    let cols: Vec<&str> = p["columnDefinitions"].as_array().unwrap().iter().filter(|c| c["priority"] == 0).map(|c| c["name"].as_str().unwrap()).collect();
+    raw(
+        &h,
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        t,
+        &[],
+        pod.to_string().as_bytes(),
+    );
+    let p = raw(
+        &h,
+        "GET",
+        "/api/v1/namespaces/default/pods",
+        t,
+        &[table_accept],
+        b"",
+    )
+    .json();
+    let cols: Vec<&str> = p["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["priority"] == 0)
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(cols, ["Name", "Ready", "Status", "Restarts", "Age"]);
     assert_eq!(p["rows"][0]["cells"][1], "0/2");
     assert_eq!(p["rows"][0]["cells"][2], "Pending");
@@ -94,39 +236,105 @@ fn tables_for_kubectl() {
 
 #[test]
 fn discovery_follows_the_simulated_version() {
-    let agg = ("Accept", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json");
+    let agg = (
+        "Accept",
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json",
+    );
     let old = start(false, "v1.24.17");
     let t = Some(old.token());
     let r = raw(&old, "GET", "/apis", t, &[agg], b"");
-    assert_eq!(r.json()["kind"], "APIGroupList", "1.24 has no aggregated discovery");
+    assert_eq!(
+        r.json()["kind"],
+        "APIGroupList",
+        "1.24 has no aggregated discovery"
+    );
     let psp = raw(&old, "GET", "/apis/policy/v1beta1", t, &[], b"").json();
-    assert!(psp["resources"].as_array().unwrap().iter().any(|r| r["name"] == "podsecuritypolicies"));
+    assert!(
+        psp["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "podsecuritypolicies")
+    );
 
     let mid = start(false, "v1.27.16");
     let t = Some(mid.token());
     let r = raw(&mid, "GET", "/apis", t, &[agg], b"");
-    assert_eq!(r.header("Content-Type"), Some("application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"));
-    assert_eq!(raw(&mid, "GET", "/apis/policy/v1beta1", t, &[], b"").status, 404, "PSPs are gone in 1.25+");
+    assert_eq!(
+        r.header("Content-Type"),
+        Some("application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList")
+    );
+    assert_eq!(
+        raw(&mid, "GET", "/apis/policy/v1beta1", t, &[], b"").status,
+        404,
+        "PSPs are gone in 1.25+"
+    );
     let core = raw(&mid, "GET", "/api/v1", t, &[], b"").json();
-    let pods_eviction = core["resources"].as_array().unwrap().iter().find(|r| r["name"] == "pods/eviction").cloned().unwrap();
-    assert_eq!((pods_eviction["group"].as_str(), pods_eviction["kind"].as_str()), (Some("policy"), Some("Eviction")));
+    let pods_eviction = core["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "pods/eviction")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (
+            pods_eviction["group"].as_str(),
+            pods_eviction["kind"].as_str()
+        ),
+        (Some("policy"), Some("Eviction"))
+    );
     let ds = raw(&mid, "GET", "/apis/apps/v1", t, &[], b"").json();
-    let entry = ds["resources"].as_array().unwrap().iter().find(|r| r["name"] == "daemonsets").cloned().unwrap();
+    let entry = ds["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "daemonsets")
+        .cloned()
+        .unwrap();
     assert_eq!(entry["shortNames"], json!(["ds"]));
     assert_eq!(entry["categories"], json!(["all"]));
 
     let new = start(false, "v1.31.4");
     let t = Some(new.token());
     let r = raw(&new, "GET", "/api", t, &[agg], b"");
-    assert_eq!(r.header("Content-Type"), Some("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"));
+    assert_eq!(
+        r.header("Content-Type"),
+        Some("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList")
+    );
     let doc = r.json();
-    let pods = doc["items"][0]["versions"][0]["resources"].as_array().unwrap().iter().find(|r| r["resource"] == "pods").cloned().unwrap();
+    let pods = doc["items"][0]["versions"][0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resource"] == "pods")
+        .cloned()
+        .unwrap();
     assert_eq!(pods["scope"], "Namespaced");
-    assert!(pods["subresources"].as_array().unwrap().iter().any(|s| s["subresource"] == "log"));
+    assert!(
+        pods["subresources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["subresource"] == "log")
+    );
 
     // The admin API changes the reported version, and discovery with it.
-    let set = raw(&new, "PUT", "/kubesim/version", t, &[], br#"{"version":"v1.24.3"}"#);
+    let set = raw(
+        &new,
+        "PUT",
+        "/kubesim/version",
+        t,
+        &[],
+        br#"{"version":"v1.24.3"}"#,
+    );
     assert_eq!(set.status, 200);
-    assert_eq!(raw(&new, "GET", "/version", t, &[], b"").json()["gitVersion"], "v1.24.3");
-    assert_eq!(raw(&new, "GET", "/apis", t, &[agg], b"").json()["kind"], "APIGroupList");
+    assert_eq!(
+        raw(&new, "GET", "/version", t, &[], b"").json()["gitVersion"],
+        "v1.24.3"
+    );
+    assert_eq!(
+        raw(&new, "GET", "/apis", t, &[agg], b"").json()["kind"],
+        "APIGroupList"
+    );
 }

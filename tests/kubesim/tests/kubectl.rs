@@ -54,7 +54,10 @@ fn kubectl(h: &Handle, args: &[&str], timeout_secs: u64) -> (bool, String, Strin
 
 fn ok(h: &Handle, args: &[&str]) -> String {
     let (success, out, err) = kubectl(h, args, 180);
-    assert!(success, "kubectl {args:?} failed\nstdout: {out}\nstderr: {err}");
+    assert!(
+        success,
+        "kubectl {args:?} failed\nstdout: {out}\nstderr: {err}"
+    );
     out
 }
 
@@ -100,24 +103,55 @@ fn get_with_selectors_and_chunks() {
 
     let out = ok(&h, &["get", "configmaps", "-l", "tier=front", "-o", "name"]);
     let names: Vec<&str> = out.lines().collect();
-    assert_eq!(names, ["configmap/cm-0", "configmap/cm-2", "configmap/cm-4", "configmap/cm-6"]);
-    let out = ok(&h, &["get", "cm", "-l", "tier notin (front),app", "-o", "name"]);
+    assert_eq!(
+        names,
+        [
+            "configmap/cm-0",
+            "configmap/cm-2",
+            "configmap/cm-4",
+            "configmap/cm-6"
+        ]
+    );
+    let out = ok(
+        &h,
+        &["get", "cm", "-l", "tier notin (front),app", "-o", "name"],
+    );
     assert_eq!(out.lines().count(), 3);
-    let out = ok(&h, &["get", "cm", "--field-selector", "metadata.name=cm-3", "-o", "name"]);
+    let out = ok(
+        &h,
+        &[
+            "get",
+            "cm",
+            "--field-selector",
+            "metadata.name=cm-3",
+            "-o",
+            "name",
+        ],
+    );
     assert_eq!(out.trim(), "configmap/cm-3");
 
     // Chunked: every page is fetched with limit and continue, and the table has the real
     // columns.
-    let (success, out, err) = kubectl(&h, &["get", "cm", "-l", "app=shop", "--chunk-size=2", "-v=6"], 120);
+    let (success, out, err) = kubectl(
+        &h,
+        &["get", "cm", "-l", "app=shop", "--chunk-size=2", "-v=6"],
+        120,
+    );
     assert!(success, "{err}");
     assert!(out.starts_with("NAME"), "{out}");
-    assert!(out.lines().next().unwrap().contains("DATA") && out.lines().next().unwrap().contains("AGE"), "{out}");
+    assert!(
+        out.lines().next().unwrap().contains("DATA") && out.lines().next().unwrap().contains("AGE"),
+        "{out}"
+    );
     assert_eq!(out.lines().count(), 8, "{out}");
     assert!(err.contains("limit=2"), "{err}");
     assert!(err.contains("continue="), "{err}");
 
     let pods = ok(&h, &["get", "namespaces"]);
-    assert!(pods.starts_with("NAME") && pods.contains("STATUS") && pods.contains("kube-system"), "{pods}");
+    assert!(
+        pods.starts_with("NAME") && pods.contains("STATUS") && pods.contains("kube-system"),
+        "{pods}"
+    );
 }
 
 #[test]
@@ -163,19 +197,41 @@ fn get_watch_prints_new_objects() {
                 &kubesim::WriteOptions::manager("test"),
             )
             .unwrap();
-            cms.delete("v1", "configmaps", Some("default"), "watched", &Default::default())
-                .unwrap();
+            cms.delete(
+                "v1",
+                "configmaps",
+                Some("default"),
+                "watched",
+                &Default::default(),
+            )
+            .unwrap();
             created = true;
         }
-        if lines.iter().any(|l| l.contains("DELETED") && l.contains("watched")) {
+        if lines
+            .iter()
+            .any(|l| l.contains("DELETED") && l.contains("watched"))
+        {
             break;
         }
     }
     let _ = child.kill();
     let _ = child.wait();
-    assert!(lines[0].starts_with("EVENT") && lines[0].contains("DATA"), "{lines:?}");
-    assert!(lines.iter().any(|l| l.starts_with("ADDED") && l.contains("watched")), "{lines:?}");
-    assert!(lines.iter().any(|l| l.starts_with("DELETED") && l.contains("watched")), "{lines:?}");
+    assert!(
+        lines[0].starts_with("EVENT") && lines[0].contains("DATA"),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("ADDED") && l.contains("watched")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("DELETED") && l.contains("watched")),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -185,8 +241,29 @@ fn delete_namespace_empties_it_first() {
     }
     let h = common::start(true, "v1.30.6");
     ok(&h, &["create", "namespace", "doomed"]);
-    ok(&h, &["-n", "doomed", "create", "configmap", "a", "--from-literal=k=v"]);
-    ok(&h, &["-n", "doomed", "create", "secret", "generic", "s", "--from-literal=k=v"]);
+    ok(
+        &h,
+        &[
+            "-n",
+            "doomed",
+            "create",
+            "configmap",
+            "a",
+            "--from-literal=k=v",
+        ],
+    );
+    ok(
+        &h,
+        &[
+            "-n",
+            "doomed",
+            "create",
+            "secret",
+            "generic",
+            "s",
+            "--from-literal=k=v",
+        ],
+    );
     let out = ok(&h, &["delete", "namespace", "doomed", "--timeout=120s"]);
     assert!(out.contains("namespace \"doomed\" deleted"), "{out}");
     let (success, _, err) = kubectl(&h, &["get", "namespace", "doomed"], 60);
@@ -208,30 +285,109 @@ fn calico_versions() -> Option<Vec<PathBuf>> {
 fn apply_calico(h: &Handle, dir: &Path) {
     let file = |n: &str| dir.join(n);
     let version = dir.file_name().unwrap().to_string_lossy().to_string();
-    ok(h, &["apply", "--server-side", "-f", file("calico.yaml").to_str().unwrap()]);
+    ok(
+        h,
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            file("calico.yaml").to_str().unwrap(),
+        ],
+    );
     if file("operator-crds.yaml").is_file() {
-        ok(h, &["apply", "--server-side", "-f", file("operator-crds.yaml").to_str().unwrap()]);
+        ok(
+            h,
+            &[
+                "apply",
+                "--server-side",
+                "-f",
+                file("operator-crds.yaml").to_str().unwrap(),
+            ],
+        );
     }
-    ok(h, &["apply", "--server-side", "-f", file("tigera-operator.yaml").to_str().unwrap()]);
-    ok(h, &["wait", "--for=condition=Established", "crd", "--all", "--timeout=120s"]);
-    ok(h, &["apply", "--server-side", "-f", file("custom-resources.yaml").to_str().unwrap()]);
+    ok(
+        h,
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            file("tigera-operator.yaml").to_str().unwrap(),
+        ],
+    );
+    ok(
+        h,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=120s",
+        ],
+    );
+    ok(
+        h,
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            file("custom-resources.yaml").to_str().unwrap(),
+        ],
+    );
 
-    let ds = ok(h, &["get", "daemonset", "calico-node", "-n", "kube-system", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]);
+    let ds = ok(
+        h,
+        &[
+            "get",
+            "daemonset",
+            "calico-node",
+            "-n",
+            "kube-system",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ],
+    );
     assert!(ds.contains(&version), "{version}: calico-node image {ds}");
-    let inst = ok(h, &["get", "installations.operator.tigera.io", "default", "-o", "jsonpath={.metadata.name}"]);
+    let inst = ok(
+        h,
+        &[
+            "get",
+            "installations.operator.tigera.io",
+            "default",
+            "-o",
+            "jsonpath={.metadata.name}",
+        ],
+    );
     assert_eq!(inst, "default", "{version}");
     let table = ok(h, &["get", "installation"]);
-    assert!(table.starts_with("NAME") && table.contains("default"), "{version}: {table}");
+    assert!(
+        table.starts_with("NAME") && table.contains("default"),
+        "{version}: {table}"
+    );
     let pools = ok(h, &["get", "ippools.crd.projectcalico.org", "-o", "name"]);
     assert!(pools.trim().is_empty(), "{version}: {pools}");
     let ts = ok(h, &["get", "tigerastatus"]);
     let _ = ts;
     let crds = ok(h, &["get", "crd", "-o", "name"]);
-    assert!(crds.contains("felixconfigurations.crd.projectcalico.org"), "{version}");
+    assert!(
+        crds.contains("felixconfigurations.crd.projectcalico.org"),
+        "{version}"
+    );
     // Re-applying the same manifests changes nothing.
     h.faults().reset_counters();
-    ok(h, &["apply", "--server-side", "-f", file("custom-resources.yaml").to_str().unwrap()]);
-    assert_eq!(h.faults().counters().total_writes, 0, "{version}: a repeated apply is a no-op");
+    ok(
+        h,
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            file("custom-resources.yaml").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        h.faults().counters().total_writes,
+        0,
+        "{version}: a repeated apply is a no-op"
+    );
 }
 
 #[test]
@@ -240,7 +396,9 @@ fn server_side_apply_of_every_calico_manifest() {
         return;
     }
     let Some(versions) = calico_versions() else {
-        println!("server_side_apply_of_every_calico_manifest: no Calico fixtures (set CALICO_UPSTREAM_MANIFESTS): skipping");
+        println!(
+            "server_side_apply_of_every_calico_manifest: no Calico fixtures (set CALICO_UPSTREAM_MANIFESTS): skipping"
+        );
         return;
     };
     assert!(!versions.is_empty());

@@ -55,9 +55,7 @@ pub fn default_object(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) {
         }
         ("apps", "daemonsets") => {
             let spec = obj_mut(obj, "spec");
-            let strategy = spec
-                .entry("updateStrategy")
-                .or_insert_with(|| json!({}));
+            let strategy = spec.entry("updateStrategy").or_insert_with(|| json!({}));
             if let Some(s) = strategy.as_object_mut() {
                 set_default(s, "type", json!("RollingUpdate"));
                 if s.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
@@ -116,7 +114,10 @@ pub fn default_object(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) {
         }
         ("networking.k8s.io", "networkpolicies") => {
             let spec = obj_mut(obj, "spec");
-            if spec.get("policyTypes").is_none_or(|v| v.as_array().is_none_or(Vec::is_empty)) {
+            if spec
+                .get("policyTypes")
+                .is_none_or(|v| v.as_array().is_none_or(Vec::is_empty))
+            {
                 let mut types = vec![json!("Ingress")];
                 if spec.get("egress").is_some_and(|e| !e.is_null()) {
                     types.push(json!("Egress"));
@@ -219,7 +220,9 @@ fn default_pod_spec(spec: &mut Map<String, Value>, is_pod: bool) {
                 let covered = list.iter().any(|t| {
                     let k = t.get("key").and_then(Value::as_str);
                     let effect = t.get("effect").and_then(Value::as_str);
-                    (k == Some(key) || (k.is_none() && t.get("operator").and_then(Value::as_str) == Some("Exists")))
+                    (k == Some(key)
+                        || (k.is_none()
+                            && t.get("operator").and_then(Value::as_str) == Some("Exists")))
                         && effect.is_none_or(|e| e == "NoExecute" || e.is_empty())
                 });
                 if !covered {
@@ -233,14 +236,16 @@ fn default_pod_spec(spec: &mut Map<String, Value>, is_pod: bool) {
 fn default_container(c: &mut Map<String, Value>) {
     let image = c.get("image").and_then(Value::as_str).unwrap_or_default();
     let last = image.rsplit('/').next().unwrap_or(image);
-    let untagged_or_latest = !image.contains('@')
-        && last
-            .split_once(':')
-            .is_none_or(|(_, tag)| tag == "latest");
+    let untagged_or_latest =
+        !image.contains('@') && last.split_once(':').is_none_or(|(_, tag)| tag == "latest");
     set_default(
         c,
         "imagePullPolicy",
-        json!(if untagged_or_latest { "Always" } else { "IfNotPresent" }),
+        json!(if untagged_or_latest {
+            "Always"
+        } else {
+            "IfNotPresent"
+        }),
     );
     set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
     set_default(c, "terminationMessagePolicy", json!("File"));

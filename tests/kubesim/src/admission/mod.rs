@@ -22,8 +22,10 @@ pub fn tracks_generation(rt: &ResourceType) -> bool {
     }
     matches!(
         (rt.group.as_str(), rt.plural.as_str()),
-        ("apps", "daemonsets" | "deployments" | "replicasets" | "statefulsets")
-            | ("batch", _)
+        (
+            "apps",
+            "daemonsets" | "deployments" | "replicasets" | "statefulsets"
+        ) | ("batch", _)
             | ("policy", "poddisruptionbudgets")
             | ("networking.k8s.io", "networkpolicies" | "ingresses")
             | ("apiextensions.k8s.io", _)

@@ -13,13 +13,15 @@ pub fn is_dns1123_label(s: &str) -> bool {
 
 /// Lower-case RFC 1123 subdomain: dot-separated labels, at most 253 characters.
 pub fn is_dns1123_subdomain(s: &str) -> bool {
-    s.len() <= 253 && !s.is_empty() && s.split('.').all(|l| {
-        !l.is_empty()
-            && l.bytes()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    })
+    s.len() <= 253
+        && !s.is_empty()
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }
 
 /// RFC 1035 label (services): starts with a letter.

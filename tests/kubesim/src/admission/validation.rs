@@ -29,7 +29,7 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Fiel
                     && old.get("immutable").and_then(Value::as_bool) == Some(true)
                 {
                     for f in ["data", "binaryData", "stringData"] {
-                        if obj.get(f) != old.get(f) && !(f == "stringData") {
+                        if obj.get(f) != old.get(f) && f != "stringData" {
                             causes.push(FieldCause::forbidden(
                                 f,
                                 "field is immutable when `immutable` is set",
@@ -104,7 +104,12 @@ fn validate_meta(rt: &ResourceType, obj: &Value, causes: &mut Vec<FieldCause>) {
     }
 }
 
-fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<FieldCause>, template: bool) {
+fn validate_pod_spec(
+    spec: Option<&Value>,
+    path: &str,
+    causes: &mut Vec<FieldCause>,
+    template: bool,
+) {
     let Some(spec) = spec.filter(|s| s.is_object()) else {
         causes.push(FieldCause::required(format!("{path}.containers")));
         return;
@@ -131,7 +136,11 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<FieldCau
                 None | Some("") => causes.push(FieldCause::required(format!("{p}.name"))),
                 Some(n) => {
                     if !is_dns1123_label(n) {
-                        causes.push(FieldCause::invalid(format!("{p}.name"), &json!(n), LABEL_MSG));
+                        causes.push(FieldCause::invalid(
+                            format!("{p}.name"),
+                            &json!(n),
+                            LABEL_MSG,
+                        ));
                     }
                     if seen.contains(&n) {
                         causes.push(FieldCause::duplicate(format!("{p}.name"), &json!(n)));
@@ -139,7 +148,11 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<FieldCau
                     seen.push(n);
                 }
             }
-            if c.get("image").and_then(Value::as_str).is_none_or(str::is_empty) && !template {
+            if c.get("image")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+                && !template
+            {
                 causes.push(FieldCause::required(format!("{p}.image")));
             }
         }
@@ -161,7 +174,11 @@ fn pod_update(new: &Value, old: &Value, causes: &mut Vec<FieldCause>) {
     let mask = |v: &Value| {
         let mut s = v.get("spec").cloned().unwrap_or_default();
         if let Some(m) = s.as_object_mut() {
-            for f in ["activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds"] {
+            for f in [
+                "activeDeadlineSeconds",
+                "tolerations",
+                "terminationGracePeriodSeconds",
+            ] {
                 m.shift_remove(f);
             }
             for list in ["containers", "initContainers"] {
@@ -197,7 +214,11 @@ fn validate_service(obj: &Value, old: Option<&Value>, causes: &mut Vec<FieldCaus
         .unwrap_or("ClusterIP");
     let supported = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
     if !supported.contains(&kind) {
-        causes.push(FieldCause::not_supported("spec.type", &json!(kind), &supported));
+        causes.push(FieldCause::not_supported(
+            "spec.type",
+            &json!(kind),
+            &supported,
+        ));
     }
     let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
     let ports = spec.get("ports").and_then(Value::as_array);
@@ -206,7 +227,11 @@ fn validate_service(obj: &Value, old: Option<&Value>, causes: &mut Vec<FieldCaus
     }
     let ports = ports.cloned().unwrap_or_default();
     for (i, p) in ports.iter().enumerate() {
-        if ports.len() > 1 && p.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+        if ports.len() > 1
+            && p.get("name")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        {
             causes.push(FieldCause::required(format!("spec.ports[{i}].name")));
         }
         match p.get("port").and_then(Value::as_i64) {
@@ -237,13 +262,24 @@ fn validate_service(obj: &Value, old: Option<&Value>, causes: &mut Vec<FieldCaus
     }
 }
 
-fn validate_workload(rt: &ResourceType, obj: &Value, old: Option<&Value>, causes: &mut Vec<FieldCause>) {
+fn validate_workload(
+    rt: &ResourceType,
+    obj: &Value,
+    old: Option<&Value>,
+    causes: &mut Vec<FieldCause>,
+) {
     let selector = obj.pointer("/spec/selector");
     match selector {
         None | Some(Value::Null) => causes.push(FieldCause::required("spec.selector")),
         Some(sel) => {
-            let empty = sel.get("matchLabels").and_then(Value::as_object).is_none_or(|m| m.is_empty())
-                && sel.get("matchExpressions").and_then(Value::as_array).is_none_or(Vec::is_empty);
+            let empty = sel
+                .get("matchLabels")
+                .and_then(Value::as_object)
+                .is_none_or(|m| m.is_empty())
+                && sel
+                    .get("matchExpressions")
+                    .and_then(Value::as_array)
+                    .is_none_or(Vec::is_empty);
             if empty {
                 causes.push(FieldCause::invalid(
                     "spec.selector",
@@ -275,18 +311,19 @@ fn validate_workload(rt: &ResourceType, obj: &Value, old: Option<&Value>, causes
         causes,
         false,
     );
-    if rt.plural == "daemonsets" || rt.plural == "deployments" || rt.plural == "replicasets" || rt.plural == "statefulsets" {
-        if let Some(rp) = obj
-            .pointer("/spec/template/spec/restartPolicy")
-            .and_then(Value::as_str)
-            && rp != "Always"
-        {
-            causes.push(FieldCause::not_supported(
-                "spec.template.spec.restartPolicy",
-                &json!(rp),
-                &["Always"],
-            ));
-        }
+    if matches!(
+        rt.plural.as_str(),
+        "daemonsets" | "deployments" | "replicasets" | "statefulsets"
+    ) && let Some(rp) = obj
+        .pointer("/spec/template/spec/restartPolicy")
+        .and_then(Value::as_str)
+        && rp != "Always"
+    {
+        causes.push(FieldCause::not_supported(
+            "spec.template.spec.restartPolicy",
+            &json!(rp),
+            &["Always"],
+        ));
     }
     if let Some(n) = obj.pointer("/spec/replicas").and_then(Value::as_i64)
         && n < 0
@@ -347,7 +384,11 @@ fn validate_job(obj: &Value, old: Option<&Value>, causes: &mut Vec<FieldCause>) 
 
 fn validate_crd(obj: &Value, causes: &mut Vec<FieldCause>) {
     let s = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or_default();
-    let (group, plural, kind) = (s("/spec/group"), s("/spec/names/plural"), s("/spec/names/kind"));
+    let (group, plural, kind) = (
+        s("/spec/group"),
+        s("/spec/names/plural"),
+        s("/spec/names/kind"),
+    );
     if group.is_empty() {
         causes.push(FieldCause::required("spec.group"));
     }
@@ -389,7 +430,12 @@ fn validate_crd(obj: &Value, causes: &mut Vec<FieldCause>) {
         if storage != 1 {
             causes.push(FieldCause::invalid(
                 "spec.versions",
-                &Value::Array(versions.iter().map(|v| v.get("name").cloned().unwrap_or_default()).collect()),
+                &Value::Array(
+                    versions
+                        .iter()
+                        .map(|v| v.get("name").cloned().unwrap_or_default())
+                        .collect(),
+                ),
                 "must have exactly one version marked as storage version",
             ));
         }

@@ -173,7 +173,11 @@ impl Cluster {
                 let stored = state.put(&gr, key.clone(), new);
                 if self.ready_to_remove(rt, &stored.value) {
                     let tomb = self.remove_now(state, &gr, key);
-                    return Ok((tomb.map(|t| t.value.clone()).unwrap_or_default(), true, true));
+                    return Ok((
+                        tomb.map(|t| t.value.clone()).unwrap_or_default(),
+                        true,
+                        true,
+                    ));
                 }
                 return Ok((stored.value.clone(), false, true));
             }
@@ -209,7 +213,11 @@ impl Cluster {
         }
         if !waits {
             let tomb = self.remove_now(state, &gr, key);
-            return Ok((tomb.map(|t| t.value.clone()).unwrap_or_default(), true, true));
+            return Ok((
+                tomb.map(|t| t.value.clone()).unwrap_or_default(),
+                true,
+                true,
+            ));
         }
         let mut new = old.value.clone();
         {
@@ -233,7 +241,8 @@ impl Cluster {
         let stored = state.put(&gr, key.clone(), new);
         if policy == Propagation::Foreground {
             self.delete_dependents(state, stored.uid(), Propagation::Foreground);
-            self.complete_foreground(state, &stored.uid().to_string());
+            let uid = stored.uid().to_string();
+            self.complete_foreground(state, &uid);
             if let Some(now) = state.get(&gr, key) {
                 return Ok((now.value.clone(), false, true));
             }
@@ -263,10 +272,11 @@ impl Cluster {
         gr: &GroupResource,
         key: &ObjectKey,
     ) -> Option<Arc<StoredObject>> {
-        if gr.group == "apiextensions.k8s.io" && gr.resource == "customresourcedefinitions" {
-            if let Some(crd) = state.get(gr, key) {
-                self.on_crd_removed(state, &crd.value);
-            }
+        if gr.group == "apiextensions.k8s.io"
+            && gr.resource == "customresourcedefinitions"
+            && let Some(crd) = state.get(gr, key)
+        {
+            self.on_crd_removed(state, &crd.value);
         }
         let tomb = state.remove(gr, key)?;
         if gr.group.is_empty() && gr.resource == "services" {

@@ -35,9 +35,14 @@ impl ContinueToken {
             .map_err(|_| bad("not base64"))?;
         let v: Value = serde_json::from_slice(&raw).map_err(|_| bad("not JSON"))?;
         if v.get("v").and_then(Value::as_str) != Some("meta.k8s.io/v1") {
-            return Err(bad("incorrect encoded start resourceVersion (version meta.k8s.io/v1)"));
+            return Err(bad(
+                "incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+            ));
         }
-        let rv = v.get("rv").and_then(Value::as_u64).ok_or_else(|| bad("no rv"))?;
+        let rv = v
+            .get("rv")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| bad("no rv"))?;
         let start = v
             .get("start")
             .and_then(Value::as_str)
@@ -60,10 +65,7 @@ pub fn parse_resource_version(s: &str) -> ApiResult<u64> {
 
 /// The real server's answer to a resourceVersion newer than it has.
 pub(crate) fn too_large_rv() -> ApiError {
-    let mut e = ApiError::from_code(
-        504,
-        Some("Too large resource version".to_string()),
-    );
+    let mut e = ApiError::from_code(504, Some("Too large resource version".to_string()));
     e.causes = vec![crate::error::FieldCause {
         reason: "ResourceVersionTooLarge",
         field: String::new(),
@@ -91,7 +93,10 @@ impl Cluster {
             return Err(ApiError::no_such_resource());
         }
         let rv_param = opts.resource_version.as_deref().filter(|s| !s.is_empty());
-        let rv_match = opts.resource_version_match.as_deref().filter(|s| !s.is_empty());
+        let rv_match = opts
+            .resource_version_match
+            .as_deref()
+            .filter(|s| !s.is_empty());
         let token = opts
             .continue_token
             .as_deref()
@@ -188,7 +193,9 @@ impl Cluster {
             for (i, o) in snapshot.into_iter().enumerate() {
                 if wanted(&o) {
                     let key = ObjectKey::new(
-                        o.value.pointer("/metadata/namespace").and_then(Value::as_str),
+                        o.value
+                            .pointer("/metadata/namespace")
+                            .and_then(Value::as_str),
                         o.value
                             .pointer("/metadata/name")
                             .and_then(Value::as_str)

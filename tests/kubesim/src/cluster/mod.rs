@@ -21,10 +21,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use list::parse_resource_version;
 pub use options::{
     DeleteOptions, ListOptions, ListPage, PatchType, Propagation, WriteOptions, WriteOutcome,
 };
-pub use list::parse_resource_version;
 pub use subresources::scale_of;
 pub use subscription::Subscription;
 
@@ -260,7 +260,11 @@ impl Cluster {
     /// Changes the simulated version (for kubeadm upgrade tests): `/version`, discovery and the
     /// version-gated built-in APIs follow; CRD-served types stay.
     pub fn set_version(&self, version: KubeVersion) {
-        *self.inner.version.write().unwrap_or_else(|e| e.into_inner()) = version;
+        *self
+            .inner
+            .version
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = version;
         let mut state = self.inner.store.write();
         let custom: Vec<ResourceType> = state
             .catalog
@@ -467,7 +471,12 @@ impl Cluster {
     }
 
     /// A container's log (the pod's first container when `container` is `None`).
-    pub fn read_log(&self, namespace: &str, pod: &str, container: Option<&str>) -> ApiResult<String> {
+    pub fn read_log(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+    ) -> ApiResult<String> {
         let r = self.resolve("v1", "pods")?;
         let stored = self.get_stored(&r, Some(namespace), pod)?;
         let containers: Vec<String> = stored

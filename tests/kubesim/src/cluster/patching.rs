@@ -42,8 +42,7 @@ impl Cluster {
         }
         let key = object_key(r, namespace, name)?;
         let manager = opts.effective_manager();
-        if patch_type == PatchType::Apply
-            && opts.field_manager.as_deref().is_none_or(str::is_empty)
+        if patch_type == PatchType::Apply && opts.field_manager.as_deref().is_none_or(str::is_empty)
         {
             return Err(ApiError::bad_request(
                 "PATCH requests with apply-patch+yaml content type require a fieldManager parameter",
@@ -58,7 +57,8 @@ impl Cluster {
                 }
                 let applied = parse_apply_body(body)?;
                 let obj = apply(None, &applied, &manager, opts.force, &r.api_version())?;
-                let mut created = self.create_locked_with(&mut state, r, namespace, obj, opts, true)?;
+                let mut created =
+                    self.create_locked_with(&mut state, r, namespace, obj, opts, true)?;
                 created.created = true;
                 Ok(created)
             }
@@ -69,7 +69,13 @@ impl Cluster {
                     PatchType::Apply => {
                         let applied = parse_apply_body(body)?;
                         (
-                            apply(Some(&current), &applied, &manager, opts.force, &r.api_version())?,
+                            apply(
+                                Some(&current),
+                                &applied,
+                                &manager,
+                                opts.force,
+                                &r.api_version(),
+                            )?,
                             "Apply",
                         )
                     }

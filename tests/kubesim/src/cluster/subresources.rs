@@ -23,8 +23,10 @@ impl Cluster {
             .get(&pods.gr(), &key)
             .ok_or_else(|| ApiError::not_found("", "pods", name))?;
         let phase = pod.value.pointer("/status/phase").and_then(Value::as_str);
-        let ignore_pdb = matches!(phase, Some("Succeeded") | Some("Failed") | Some("Pending") | None)
-            || meta_str(&pod.value, "deletionTimestamp").is_some();
+        let ignore_pdb = matches!(
+            phase,
+            Some("Succeeded") | Some("Failed") | Some("Pending") | None
+        ) || meta_str(&pod.value, "deletionTimestamp").is_some();
         if !ignore_pdb {
             let pdb_gr = GroupResource::new("policy", "poddisruptionbudgets");
             let matching: Vec<_> = state
@@ -48,14 +50,35 @@ impl Cluster {
             }
             if let Some((pdb_key, pdb)) = matching.into_iter().next() {
                 let pdb_name = pdb_key.name.clone();
-                let generation = pdb.value.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
-                let observed = pdb.value.pointer("/status/observedGeneration").and_then(Value::as_i64).unwrap_or(0);
-                let allowed = pdb.value.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0);
+                let generation = pdb
+                    .value
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                let observed = pdb
+                    .value
+                    .pointer("/status/observedGeneration")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                let allowed = pdb
+                    .value
+                    .pointer("/status/disruptionsAllowed")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
                 if observed < generation || allowed <= 0 {
-                    let healthy = pdb.value.pointer("/status/currentHealthy").and_then(Value::as_i64).unwrap_or(0);
-                    let desired = pdb.value.pointer("/status/desiredHealthy").and_then(Value::as_i64).unwrap_or(0);
+                    let healthy = pdb
+                        .value
+                        .pointer("/status/currentHealthy")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
+                    let desired = pdb
+                        .value
+                        .pointer("/status/desiredHealthy")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
                     let mut e = ApiError::too_many_requests(10);
-                    e.message = "Cannot evict pod as it would violate the pod's disruption budget.".into();
+                    e.message =
+                        "Cannot evict pod as it would violate the pod's disruption budget.".into();
                     e.causes = vec![FieldCause {
                         reason: "DisruptionBudget",
                         field: String::new(),
@@ -70,9 +93,11 @@ impl Cluster {
                     let mut new = pdb.value.clone();
                     new["status"]["disruptionsAllowed"] = json!(allowed - 1);
                     let now = clock::now_rfc3339();
-                    let dp = new["status"]
-                        .as_object_mut()
-                        .map(|s| s.entry("disruptedPods").or_insert_with(|| json!({})).clone());
+                    let dp = new["status"].as_object_mut().map(|s| {
+                        s.entry("disruptedPods")
+                            .or_insert_with(|| json!({}))
+                            .clone()
+                    });
                     if let Some(mut dp) = dp {
                         dp[name] = json!(now);
                         new["status"]["disruptedPods"] = dp;
@@ -94,7 +119,11 @@ impl Cluster {
         let pod = state
             .get(&pods.gr(), &key)
             .ok_or_else(|| ApiError::not_found("", "pods", name))?;
-        let current = pod.value.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
+        let current = pod
+            .value
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if !current.is_empty() {
             return Err(ApiError::conflict(
                 "",
@@ -113,8 +142,10 @@ impl Cluster {
             .map(|s| s.entry("conditions").or_insert_with(|| json!([])));
         if let Some(Value::Array(list)) = conds {
             list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
-            list.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
-                "lastTransitionTime": clock::now_rfc3339()}));
+            list.push(
+                json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+                "lastTransitionTime": clock::now_rfc3339()}),
+            );
         }
         let _ = meta_mut(&mut new);
         state.put(&pods.gr(), key, new);
@@ -140,14 +171,23 @@ impl Cluster {
             .pointer("/spec/replicas")
             .and_then(Value::as_i64)
             .ok_or_else(|| {
-                ApiError::invalid("autoscaling", "Scale", name, vec![FieldCause::required("spec.replicas")])
+                ApiError::invalid(
+                    "autoscaling",
+                    "Scale",
+                    name,
+                    vec![FieldCause::required("spec.replicas")],
+                )
             })?;
         if replicas < 0 {
             return Err(ApiError::invalid(
                 "autoscaling",
                 "Scale",
                 name,
-                vec![FieldCause::invalid("spec.replicas", &json!(replicas), "must be greater than or equal to 0")],
+                vec![FieldCause::invalid(
+                    "spec.replicas",
+                    &json!(replicas),
+                    "must be greater than or equal to 0",
+                )],
             ));
         }
         let key = object_key(r, namespace, name)?;
@@ -155,7 +195,9 @@ impl Cluster {
         let old = state
             .get(&r.gr(), &key)
             .ok_or_else(|| ApiError::not_found(&r.rt.group, &r.rt.plural, name))?;
-        if let Some(rv) = scale.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+        if let Some(rv) = scale
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
             && !rv.is_empty()
             && rv != old.rv.to_string()
         {
@@ -163,8 +205,9 @@ impl Cluster {
         }
         let mut new = r.present(&old);
         new["spec"]["replicas"] = json!(replicas);
-        let WriteOutcome { object, changed, .. } =
-            self.update_locked(&mut state, r, &key, &old, new, Scope::Main, opts, "Update")?;
+        let WriteOutcome {
+            object, changed, ..
+        } = self.update_locked(&mut state, r, &key, &old, new, Scope::Main, opts, "Update")?;
         Ok((scale_of(&object), changed))
     }
 }

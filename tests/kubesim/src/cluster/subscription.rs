@@ -124,7 +124,11 @@ impl Cluster {
         let gr = r.gr();
         let mut state = self.store().write();
         let current = state.current_rv();
-        let start = if initial { current } else { from.unwrap_or(current) };
+        let start = if initial {
+            current
+        } else {
+            from.unwrap_or(current)
+        };
         let (backlog, rx) = state.subscribe(&gr, Some(start))?;
         let objects = if initial {
             state

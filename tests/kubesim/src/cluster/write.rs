@@ -39,7 +39,9 @@ pub(crate) fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
     if !obj.get("metadata").is_some_and(Value::is_object) {
         obj["metadata"] = Value::Object(Map::new());
     }
-    obj["metadata"].as_object_mut().expect("metadata is an object")
+    obj["metadata"]
+        .as_object_mut()
+        .expect("metadata is an object")
 }
 
 pub(crate) fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
@@ -157,7 +159,9 @@ impl Cluster {
         }
         normalize_type(r, &mut obj)?;
         let namespace = namespace.filter(|n| !n.is_empty());
-        let body_ns = meta_str(&obj, "namespace").filter(|n| !n.is_empty()).map(str::to_string);
+        let body_ns = meta_str(&obj, "namespace")
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
         let ns = if r.rt.namespaced {
             match (namespace, body_ns.as_deref()) {
                 (Some(a), Some(b)) if a != b => {
@@ -454,7 +458,11 @@ impl Cluster {
                 merged
             }
         };
-        if scope == Scope::Main && r.rt.builtin && r.rt.group.is_empty() && r.rt.plural == "namespaces" {
+        if scope == Scope::Main
+            && r.rt.builtin
+            && r.rt.group.is_empty()
+            && r.rt.plural == "namespaces"
+        {
             // Namespace spec.finalizers change only through namespaces/finalize.
             match old_v.pointer("/spec/finalizers") {
                 Some(f) => {
@@ -626,7 +634,11 @@ impl Cluster {
             obj["spec"]["clusterIPs"] = Value::from(vec!["None"]);
             return Ok(None);
         }
-        let mut alloc = self.inner.service_ips.lock().unwrap_or_else(|e| e.into_inner());
+        let mut alloc = self
+            .inner
+            .service_ips
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let ip = if requested.is_empty() {
             alloc.allocate().ok_or_else(|| {
                 ApiError::internal("failed to allocate a serviceIP: range is full")
@@ -652,7 +664,9 @@ impl Cluster {
                     vec![FieldCause::invalid(
                         "spec.clusterIPs",
                         &Value::from(vec![requested.clone()]),
-                        &format!("failed to allocate IP {requested}: provided IP is already allocated"),
+                        &format!(
+                            "failed to allocate IP {requested}: provided IP is already allocated"
+                        ),
                     )],
                 ));
             }

@@ -20,14 +20,18 @@ use crate::version::KubeVersion;
 /// Serves `/kubesim/<rest>`.
 pub fn serve(shared: &Arc<Shared>, method: &Method, rest: &[&str], body: &[u8]) -> ApiResult<Resp> {
     let parse = || -> ApiResult<Value> {
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
     };
     match (method.as_str(), rest) {
         ("GET", ["faults"]) => Ok(http::json(200, &json!(shared.faults.faults()))),
         ("PUT" | "POST", ["faults"]) => {
             let f: Faults = serde_json::from_value(parse()?)
                 .map_err(|e| ApiError::bad_request(format!("invalid faults: {e}")))?;
-            if f.error_bursts.iter().any(|b| !(0.0..=1.0).contains(&b.rate) || b.code < 400) {
+            if f.error_bursts
+                .iter()
+                .any(|b| !(0.0..=1.0).contains(&b.rate) || b.code < 400)
+            {
                 return Err(ApiError::bad_request(
                     "errorBursts[].rate must be within 0..1 and code at least 400",
                 ));

@@ -88,7 +88,11 @@ pub fn resource_list(catalog: &Catalog, group: &str, version: &str) -> Option<Va
         }
         main["storageVersionHash"] = json!(storage_version_hash(rt));
         resources.push(main);
-        for sub in rt.version(version).map(|v| v.subresources.clone()).unwrap_or_default() {
+        for sub in rt
+            .version(version)
+            .map(|v| v.subresources.clone())
+            .unwrap_or_default()
+        {
             let (g, v, k) = &sub.response_kind;
             let mut e = json!({
                 "name": format!("{}/{}", rt.plural, sub.name),
@@ -191,7 +195,9 @@ pub fn aggregated(catalog: &Catalog, core: bool, api_version: &str) -> Value {
 /// simulated version serves (first acceptable in the client's order).
 pub fn wants_aggregated(accept: &[MediaRange], version: &KubeVersion) -> Option<&'static str> {
     for m in accept {
-        if m.param("as") != Some("APIGroupDiscoveryList") || m.param("g") != Some("apidiscovery.k8s.io") {
+        if m.param("as") != Some("APIGroupDiscoveryList")
+            || m.param("g") != Some("apidiscovery.k8s.io")
+        {
             if m.param("as").is_none() && (m.mime == "application/json" || m.mime == "*/*") {
                 return None;
             }
@@ -215,7 +221,9 @@ pub fn aggregated_response(doc: &Value, api_version: &str) -> Resp {
         bytes::Bytes::from(serde_json::to_vec(doc).unwrap_or_default()),
         &format!("application/json;g=apidiscovery.k8s.io;v={api_version};as=APIGroupDiscoveryList"),
     );
-    r.headers_mut()
-        .insert(::http::header::VARY, ::http::HeaderValue::from_static("Accept"));
+    r.headers_mut().insert(
+        ::http::header::VARY,
+        ::http::HeaderValue::from_static("Accept"),
+    );
     r
 }

@@ -57,8 +57,7 @@ pub fn json_bytes(code: u16, body: Bytes, content_type: &str) -> Resp {
     *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
     r.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_str(content_type)
-            .unwrap_or(HeaderValue::from_static("application/json")),
+        HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/json")),
     );
     r
 }
@@ -254,7 +253,9 @@ mod tests {
 
     #[test]
     fn parses_queries_and_accept() {
-        let q = Query::parse(Some("labelSelector=app%3Dweb%2Ctier+in+(a)&limit=5&dryRun=All"));
+        let q = Query::parse(Some(
+            "labelSelector=app%3Dweb%2Ctier+in+(a)&limit=5&dryRun=All",
+        ));
         assert_eq!(q.get("labelSelector"), Some("app=web,tier in (a)"));
         assert_eq!(q.get("limit"), Some("5"));
         assert!(q.dry_run().unwrap());

@@ -131,7 +131,9 @@ pub struct Handle {
 
 impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handle").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("Handle")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -193,14 +195,21 @@ impl Server {
                         return;
                     }
                 };
-                rt.block_on(run(config, thread_token, thread_faults, shutdown_rx, ready_tx));
+                rt.block_on(run(
+                    config,
+                    thread_token,
+                    thread_faults,
+                    shutdown_rx,
+                    ready_tx,
+                ));
                 rt.shutdown_background();
             })
             .context("spawning the server thread")?;
         let ready = ready_rx
             .recv()
             .context("the server thread ended before it was ready")??;
-        let kubeconfig = crate::kubeconfig::render(&ready.url, &token, ready.ca_pem.as_deref(), "default");
+        let kubeconfig =
+            crate::kubeconfig::render(&ready.url, &token, ready.ca_pem.as_deref(), "default");
         crate::kubeconfig::write(&kubeconfig_path, &kubeconfig)
             .with_context(|| format!("writing {}", kubeconfig_path.display()))?;
         Ok(Handle {
@@ -268,7 +277,10 @@ async fn run(
     }
     specs.extend(config.controllers);
     for spec in specs {
-        tokio::spawn((spec.start)(cluster.clone(), Shutdown::new(shutdown_rx.clone())));
+        tokio::spawn((spec.start)(
+            cluster.clone(),
+            Shutdown::new(shutdown_rx.clone()),
+        ));
     }
     let _ = ready_tx.send(Ok(Ready {
         url,
@@ -305,7 +317,9 @@ async fn run(
                         .await;
                 }
                 None => {
-                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 }
             }
         });
@@ -342,11 +356,15 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, ApiE
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            return Err(if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                ApiError::too_large(MAX_BODY)
-            } else {
-                ApiError::bad_request(format!("reading the request body: {e}"))
-            });
+            return Err(
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    ApiError::too_large(MAX_BODY)
+                } else {
+                    ApiError::bad_request(format!("reading the request body: {e}"))
+                },
+            );
         }
     };
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -374,14 +392,18 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, ApiE
         ["api"] => {
             read_only()?;
             Ok(match discovery::wants_aggregated(&accept, &version) {
-                Some(v) => discovery::aggregated_response(&discovery::aggregated(&catalog, true, v), v),
+                Some(v) => {
+                    discovery::aggregated_response(&discovery::aggregated(&catalog, true, v), v)
+                }
                 None => http::json(200, &discovery::api_versions(&shared.host)),
             })
         }
         ["apis"] => {
             read_only()?;
             Ok(match discovery::wants_aggregated(&accept, &version) {
-                Some(v) => discovery::aggregated_response(&discovery::aggregated(&catalog, false, v), v),
+                Some(v) => {
+                    discovery::aggregated_response(&discovery::aggregated(&catalog, false, v), v)
+                }
                 None => http::json(200, &discovery::api_group_list(&catalog)),
             })
         }
@@ -424,10 +446,36 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, ApiE
                 .ok_or_else(ApiError::no_such_resource)
         }
         ["api", "v1", rest @ ..] => {
-            resource(&shared, &catalog, "", "v1", rest, &method, query, &accept, content_type, user_agent, body).await
+            resource(
+                &shared,
+                &catalog,
+                "",
+                "v1",
+                rest,
+                &method,
+                query,
+                &accept,
+                content_type,
+                user_agent,
+                body,
+            )
+            .await
         }
         ["apis", g, v, rest @ ..] => {
-            resource(&shared, &catalog, g, v, rest, &method, query, &accept, content_type, user_agent, body).await
+            resource(
+                &shared,
+                &catalog,
+                g,
+                v,
+                rest,
+                &method,
+                query,
+                &accept,
+                content_type,
+                user_agent,
+                body,
+            )
+            .await
         }
         _ => Ok(http::text(404, "404 page not found\n")),
     }
@@ -457,7 +505,9 @@ fn parse_target(
     let s = |x: &&str| x.to_string();
     let target = match rest {
         ["namespaces", ns, res, tail @ ..]
-            if !(group.is_empty() && tail.is_empty() && (*res == "status" || *res == "finalize")) =>
+            if !(group.is_empty()
+                && tail.is_empty()
+                && (*res == "status" || *res == "finalize")) =>
         {
             let rt = lookup(res)?;
             if !rt.namespaced {
@@ -558,7 +608,9 @@ fn query_string(q: &Query) -> String {
 fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -604,7 +656,8 @@ impl Handle {
     pub fn spawn_controller(&self, spec: ControllerSpec) {
         if let Some(tx) = &self.shutdown_tx {
             let shutdown = Shutdown::new(tx.subscribe());
-            self.runtime.spawn((spec.start)(self.cluster.clone(), shutdown));
+            self.runtime
+                .spawn((spec.start)(self.cluster.clone(), shutdown));
         }
     }
 

@@ -47,8 +47,9 @@ fn schema_for(rt: &ResourceType, version: &str) -> Value {
                 for f in ["apiVersion", "kind"] {
                     p.entry(f).or_insert_with(|| json!({"type": "string"}));
                 }
-                p.entry("metadata")
-                    .or_insert_with(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+                p.entry("metadata").or_insert_with(
+                    || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+                );
             });
         let _ = props;
     }
@@ -94,7 +95,12 @@ fn operations(rt: &ResourceType, version: &str, def: &str) -> (String, Value) {
 }
 
 /// The OpenAPI v3 document of one group version.
-pub fn v3_group_version(catalog: &Catalog, version_info: &KubeVersion, group: &str, version: &str) -> Option<Value> {
+pub fn v3_group_version(
+    catalog: &Catalog,
+    version_info: &KubeVersion,
+    group: &str,
+    version: &str,
+) -> Option<Value> {
     let types = catalog.in_group_version(group, version);
     if types.is_empty() {
         return None;

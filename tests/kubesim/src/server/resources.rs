@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
 use ::http::Method;
+use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{Value, json};
 
 use super::Shared;
@@ -12,8 +12,7 @@ use super::http::{self, Query, Rendering, Resp};
 use super::table;
 use super::watch;
 use crate::cluster::{
-    DeleteOptions, ListOptions, ListPage, PatchType, Propagation, Resolved, WriteOptions,
-    scale_of,
+    DeleteOptions, ListOptions, ListPage, PatchType, Propagation, Resolved, WriteOptions, scale_of,
 };
 use crate::error::{ApiError, ApiResult};
 
@@ -316,13 +315,27 @@ pub async fn handle(shared: Arc<Shared>, t: Target, p: RequestParts<'_>) -> ApiR
     let count = |n: usize| shared.faults.count_write(verb, &label, n as u64);
     match (p.method.as_str(), t.name.as_deref(), t.sub.as_deref()) {
         ("GET", None, None) if p.query.flag("watch") => {
-            watch::serve(shared.clone(), r.clone(), t.namespace.clone(), p.query, p.rendering).await
+            watch::serve(
+                shared.clone(),
+                r.clone(),
+                t.namespace.clone(),
+                p.query,
+                p.rendering,
+            )
+            .await
         }
         ("GET", Some(name), None) if p.query.flag("watch") => {
             // Watching one object is a watch with a name field selector.
             let mut q = Query::parse(None);
             q = merge_query(p.query, &mut q, name);
-            watch::serve(shared.clone(), r.clone(), t.namespace.clone(), &q, p.rendering).await
+            watch::serve(
+                shared.clone(),
+                r.clone(),
+                t.namespace.clone(),
+                &q,
+                p.rendering,
+            )
+            .await
         }
         ("GET", None, None) => {
             let page = c.list_resolved(r, ns, &list_options(p.query)?)?;
@@ -335,7 +348,11 @@ pub async fn handle(shared: Arc<Shared>, t: Target, p: RequestParts<'_>) -> ApiR
         ("GET", Some(name), Some("scale")) => Ok(http::json(200, &c.get_scale(r, ns, name)?)),
         ("GET", Some(name), Some("log")) => {
             let text = c.read_log(ns.unwrap_or_default(), name, p.query.get("container"))?;
-            let text = match p.query.get("tailLines").and_then(|n| n.parse::<usize>().ok()) {
+            let text = match p
+                .query
+                .get("tailLines")
+                .and_then(|n| n.parse::<usize>().ok())
+            {
                 Some(n) => {
                     let lines: Vec<&str> = text.lines().collect();
                     let start = lines.len().saturating_sub(n);
@@ -353,7 +370,13 @@ pub async fn handle(shared: Arc<Shared>, t: Target, p: RequestParts<'_>) -> ApiR
             let obj = decode_body(p.content_type, &p.body)?;
             let out = c.create_resolved(r, ns, obj, &write_options(p.query, p.user_agent)?)?;
             count(usize::from(out.changed));
-            Ok(object_response(201, r, out.object, Rendering::Object, p.query))
+            Ok(object_response(
+                201,
+                r,
+                out.object,
+                Rendering::Object,
+                p.query,
+            ))
         }
         ("POST", Some(name), Some("eviction")) => {
             let body = decode_body(p.content_type, &p.body)?;
@@ -401,19 +424,22 @@ pub async fn handle(shared: Arc<Shared>, t: Target, p: RequestParts<'_>) -> ApiR
         }
         ("PUT", Some(name), Some("scale")) => {
             let scale = decode_body(p.content_type, &p.body)?;
-            let (s, changed) = c.set_scale(r, ns, name, &scale, &write_options(p.query, p.user_agent)?)?;
+            let (s, changed) =
+                c.set_scale(r, ns, name, &scale, &write_options(p.query, p.user_agent)?)?;
             count(usize::from(changed));
             Ok(http::json(200, &s))
         }
         ("PATCH", Some(name), None | Some("status")) => {
-            let pt = PatchType::from_content_type(p.content_type.unwrap_or_default()).ok_or_else(|| {
-                ApiError::unsupported_media_type(&[
-                    "application/json-patch+json",
-                    "application/merge-patch+json",
-                    "application/strategic-merge-patch+json",
-                    "application/apply-patch+yaml",
-                ])
-            })?;
+            let pt = PatchType::from_content_type(p.content_type.unwrap_or_default()).ok_or_else(
+                || {
+                    ApiError::unsupported_media_type(&[
+                        "application/json-patch+json",
+                        "application/merge-patch+json",
+                        "application/strategic-merge-patch+json",
+                        "application/apply-patch+yaml",
+                    ])
+                },
+            )?;
             let out = c.patch_resolved(
                 r,
                 ns,
@@ -427,8 +453,9 @@ pub async fn handle(shared: Arc<Shared>, t: Target, p: RequestParts<'_>) -> ApiR
             Ok(http::json(if out.created { 201 } else { 200 }, &out.object))
         }
         ("PATCH", Some(name), Some("scale")) => {
-            let pt = PatchType::from_content_type(p.content_type.unwrap_or_default())
-                .ok_or_else(|| ApiError::unsupported_media_type(&["application/merge-patch+json"]))?;
+            let pt = PatchType::from_content_type(p.content_type.unwrap_or_default()).ok_or_else(
+                || ApiError::unsupported_media_type(&["application/merge-patch+json"]),
+            )?;
             let current = c.get_scale(r, ns, name)?;
             let patch: Value = serde_json::from_slice(&p.body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
@@ -452,7 +479,13 @@ pub async fn handle(shared: Arc<Shared>, t: Target, p: RequestParts<'_>) -> ApiR
                     s
                 }
             };
-            let (s, changed) = c.set_scale(r, ns, name, &desired, &write_options(p.query, p.user_agent)?)?;
+            let (s, changed) = c.set_scale(
+                r,
+                ns,
+                name,
+                &desired,
+                &write_options(p.query, p.user_agent)?,
+            )?;
             count(usize::from(changed));
             Ok(http::json(200, &s))
         }
@@ -464,7 +497,8 @@ pub async fn handle(shared: Arc<Shared>, t: Target, p: RequestParts<'_>) -> ApiR
         }
         ("DELETE", None, None) => {
             let opts = delete_options(p.query, &p.body)?;
-            let (items, changes) = c.delete_collection_resolved(r, ns, &list_options(p.query)?, &opts)?;
+            let (items, changes) =
+                c.delete_collection_resolved(r, ns, &list_options(p.query)?, &opts)?;
             count(changes);
             Ok(http::json(
                 200,
@@ -506,7 +540,9 @@ fn merge_query(orig: &Query, _scratch: &mut Query, name: &str) -> Query {
 fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -11,7 +11,11 @@ fn col(name: &str, type_: &str, priority: i64, description: &str) -> PrinterColu
     PrinterColumn {
         name: name.into(),
         type_: type_.into(),
-        format: if name == "Name" { "name".into() } else { String::new() },
+        format: if name == "Name" {
+            "name".into()
+        } else {
+            String::new()
+        },
         description: description.into(),
         priority,
         json_path: String::new(),
@@ -108,7 +112,11 @@ fn pod_cells(o: &Value) -> Vec<Value> {
     let restarts: i64 = statuses.iter().map(|c| i(c, "/restartCount")).sum();
     let mut reason = {
         let r = s(o, "/status/reason");
-        if r.is_empty() { s(o, "/status/phase").to_string() } else { r.to_string() }
+        if r.is_empty() {
+            s(o, "/status/phase").to_string()
+        } else {
+            r.to_string()
+        }
     };
     for c in &statuses {
         let w = s(c, "/state/waiting/reason");
@@ -129,7 +137,10 @@ fn pod_cells(o: &Value) -> Vec<Value> {
         json!(format!("{ready}/{total}")),
         json!(reason),
         json!(restarts),
-        json!(clock::age_of(o.pointer("/metadata/creationTimestamp").and_then(Value::as_str))),
+        json!(clock::age_of(
+            o.pointer("/metadata/creationTimestamp")
+                .and_then(Value::as_str)
+        )),
         json!(if ip.is_empty() { "<none>" } else { ip }),
         json!(if node.is_empty() { "<none>" } else { node }),
         json!("<none>"),
@@ -158,7 +169,10 @@ fn node_cells(o: &Value) -> Vec<Value> {
         .and_then(Value::as_object)
         .into_iter()
         .flatten()
-        .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/").map(str::to_string))
+        .filter_map(|(k, _)| {
+            k.strip_prefix("node-role.kubernetes.io/")
+                .map(str::to_string)
+        })
         .collect();
     let addr = |t: &str| {
         o.pointer("/status/addresses")
@@ -173,7 +187,10 @@ fn node_cells(o: &Value) -> Vec<Value> {
         json!(s(o, "/metadata/name")),
         json!(status),
         json!(none_if_empty(roles.join(","))),
-        json!(clock::age_of(o.pointer("/metadata/creationTimestamp").and_then(Value::as_str))),
+        json!(clock::age_of(
+            o.pointer("/metadata/creationTimestamp")
+                .and_then(Value::as_str)
+        )),
         json!(s(o, "/status/nodeInfo/kubeletVersion")),
         json!(addr("InternalIP")),
         json!(addr("ExternalIP")),
@@ -184,21 +201,73 @@ fn node_cells(o: &Value) -> Vec<Value> {
 }
 
 /// Column definitions and a row builder for a built-in kind, if it has a coded table.
-fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, fn(&Value) -> Vec<Value>)> {
-    let name_col = || col("Name", "string", 0, "Name must be unique within a namespace.");
-    let age = || col("Age", "string", 0, "CreationTimestamp is a timestamp representing the server time when this object was created.");
+/// Builds the cells of one row.
+type RowFn = fn(&Value) -> Vec<Value>;
+
+fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, RowFn)> {
+    let name_col = || {
+        col(
+            "Name",
+            "string",
+            0,
+            "Name must be unique within a namespace.",
+        )
+    };
+    let age = || {
+        col(
+            "Age",
+            "string",
+            0,
+            "CreationTimestamp is a timestamp representing the server time when this object was created.",
+        )
+    };
     Some(match (rt.group.as_str(), rt.plural.as_str()) {
         ("", "pods") => (
             vec![
                 name_col(),
-                col("Ready", "string", 0, "The aggregate readiness state of this pod for accepting traffic."),
-                col("Status", "string", 0, "The aggregate status of the containers in this pod."),
-                col("Restarts", "string", 0, "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted."),
+                col(
+                    "Ready",
+                    "string",
+                    0,
+                    "The aggregate readiness state of this pod for accepting traffic.",
+                ),
+                col(
+                    "Status",
+                    "string",
+                    0,
+                    "The aggregate status of the containers in this pod.",
+                ),
+                col(
+                    "Restarts",
+                    "string",
+                    0,
+                    "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+                ),
                 age(),
-                col("IP", "string", 1, "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated."),
-                col("Node", "string", 1, "NodeName is a request to schedule this pod onto a specific node."),
-                col("Nominated Node", "string", 1, "nominatedNodeName is set only when this pod preempts other pods on the node."),
-                col("Readiness Gates", "string", 1, "If specified, all readiness gates will be evaluated for pod readiness."),
+                col(
+                    "IP",
+                    "string",
+                    1,
+                    "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.",
+                ),
+                col(
+                    "Node",
+                    "string",
+                    1,
+                    "NodeName is a request to schedule this pod onto a specific node.",
+                ),
+                col(
+                    "Nominated Node",
+                    "string",
+                    1,
+                    "nominatedNodeName is set only when this pod preempts other pods on the node.",
+                ),
+                col(
+                    "Readiness Gates",
+                    "string",
+                    1,
+                    "If specified, all readiness gates will be evaluated for pod readiness.",
+                ),
             ],
             pod_cells,
         ),
@@ -208,28 +277,93 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, fn(&Value) ->
                 col("Status", "string", 0, "The status of the node"),
                 col("Roles", "string", 0, "The roles of the node"),
                 age(),
-                col("Version", "string", 0, "Kubelet Version reported by the node."),
-                col("Internal-IP", "string", 1, "List of addresses reachable to the node. Queried from cloud provider, if available."),
-                col("External-IP", "string", 1, "List of addresses reachable to the node. Queried from cloud provider, if available."),
-                col("OS-Image", "string", 1, "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy))."),
-                col("Kernel-Version", "string", 1, "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64)."),
-                col("Container-Runtime", "string", 1, "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2)."),
+                col(
+                    "Version",
+                    "string",
+                    0,
+                    "Kubelet Version reported by the node.",
+                ),
+                col(
+                    "Internal-IP",
+                    "string",
+                    1,
+                    "List of addresses reachable to the node. Queried from cloud provider, if available.",
+                ),
+                col(
+                    "External-IP",
+                    "string",
+                    1,
+                    "List of addresses reachable to the node. Queried from cloud provider, if available.",
+                ),
+                col(
+                    "OS-Image",
+                    "string",
+                    1,
+                    "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).",
+                ),
+                col(
+                    "Kernel-Version",
+                    "string",
+                    1,
+                    "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).",
+                ),
+                col(
+                    "Container-Runtime",
+                    "string",
+                    1,
+                    "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).",
+                ),
             ],
             node_cells,
         ),
         ("", "namespaces") => (
-            vec![name_col(), col("Status", "string", 0, "The status of the namespace"), age()],
-            |o| vec![json!(s(o, "/metadata/name")), json!(s(o, "/status/phase")), json!(age_cell(o))],
+            vec![
+                name_col(),
+                col("Status", "string", 0, "The status of the namespace"),
+                age(),
+            ],
+            |o| {
+                vec![
+                    json!(s(o, "/metadata/name")),
+                    json!(s(o, "/status/phase")),
+                    json!(age_cell(o)),
+                ]
+            },
         ),
         ("", "services") => (
             vec![
                 name_col(),
-                col("Type", "string", 0, "type determines how the Service is exposed."),
-                col("Cluster-IP", "string", 0, "clusterIP is the IP address of the service and is usually assigned randomly."),
-                col("External-IP", "string", 0, "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service."),
-                col("Port(s)", "string", 0, "The list of ports that are exposed by this service."),
+                col(
+                    "Type",
+                    "string",
+                    0,
+                    "type determines how the Service is exposed.",
+                ),
+                col(
+                    "Cluster-IP",
+                    "string",
+                    0,
+                    "clusterIP is the IP address of the service and is usually assigned randomly.",
+                ),
+                col(
+                    "External-IP",
+                    "string",
+                    0,
+                    "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.",
+                ),
+                col(
+                    "Port(s)",
+                    "string",
+                    0,
+                    "The list of ports that are exposed by this service.",
+                ),
                 age(),
-                col("Selector", "string", 1, "Route service traffic to pods with label keys and values matching this selector."),
+                col(
+                    "Selector",
+                    "string",
+                    1,
+                    "Route service traffic to pods with label keys and values matching this selector.",
+                ),
             ],
             |o| {
                 let ports: Vec<String> = o
@@ -239,8 +373,15 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, fn(&Value) ->
                     .flatten()
                     .map(|p| {
                         let np = i(p, "/nodePort");
-                        let proto = { let x = s(p, "/protocol"); if x.is_empty() { "TCP" } else { x } };
-                        if np > 0 { format!("{}:{np}/{proto}", i(p, "/port")) } else { format!("{}/{proto}", i(p, "/port")) }
+                        let proto = {
+                            let x = s(p, "/protocol");
+                            if x.is_empty() { "TCP" } else { x }
+                        };
+                        if np > 0 {
+                            format!("{}:{np}/{proto}", i(p, "/port"))
+                        } else {
+                            format!("{}/{proto}", i(p, "/port"))
+                        }
                     })
                     .collect();
                 vec![
@@ -255,37 +396,108 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, fn(&Value) ->
             },
         ),
         ("", "configmaps") => (
-            vec![name_col(), col("Data", "string", 0, "Data contains the configuration data."), age()],
+            vec![
+                name_col(),
+                col("Data", "string", 0, "Data contains the configuration data."),
+                age(),
+            ],
             |o| {
-                let n = o.get("data").and_then(Value::as_object).map_or(0, |m| m.len())
-                    + o.get("binaryData").and_then(Value::as_object).map_or(0, |m| m.len());
+                let n = o
+                    .get("data")
+                    .and_then(Value::as_object)
+                    .map_or(0, |m| m.len())
+                    + o.get("binaryData")
+                        .and_then(Value::as_object)
+                        .map_or(0, |m| m.len());
                 vec![json!(s(o, "/metadata/name")), json!(n), json!(age_cell(o))]
             },
         ),
         ("", "secrets") => (
-            vec![name_col(), col("Type", "string", 0, "Used to facilitate programmatic handling of secret data."), col("Data", "string", 0, "Data contains the secret data."), age()],
+            vec![
+                name_col(),
+                col(
+                    "Type",
+                    "string",
+                    0,
+                    "Used to facilitate programmatic handling of secret data.",
+                ),
+                col("Data", "string", 0, "Data contains the secret data."),
+                age(),
+            ],
             |o| {
-                let n = o.get("data").and_then(Value::as_object).map_or(0, |m| m.len());
-                vec![json!(s(o, "/metadata/name")), json!(s(o, "/type")), json!(n), json!(age_cell(o))]
+                let n = o
+                    .get("data")
+                    .and_then(Value::as_object)
+                    .map_or(0, |m| m.len());
+                vec![
+                    json!(s(o, "/metadata/name")),
+                    json!(s(o, "/type")),
+                    json!(n),
+                    json!(age_cell(o)),
+                ]
             },
         ),
-        ("", "serviceaccounts") => (
-            vec![name_col(), age()],
-            |o| vec![json!(s(o, "/metadata/name")), json!(age_cell(o))],
-        ),
+        ("", "serviceaccounts") => (vec![name_col(), age()], |o| {
+            vec![json!(s(o, "/metadata/name")), json!(age_cell(o))]
+        }),
         ("apps", "daemonsets") => (
             vec![
                 name_col(),
-                col("Desired", "integer", 0, "The total number of nodes that should be running the daemon pod (including nodes correctly running the daemon pod)."),
-                col("Current", "integer", 0, "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod."),
-                col("Ready", "integer", 0, "numberReady is the number of nodes that should be running the daemon pod and have one or more of the daemon pod running with a Ready Condition."),
-                col("Up-to-date", "integer", 0, "The total number of nodes that are running updated daemon pod"),
-                col("Available", "integer", 0, "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available (ready for at least spec.minReadySeconds)"),
-                col("Node Selector", "string", 0, "NodeSelector is a selector which must be true for the pod to fit on a node."),
+                col(
+                    "Desired",
+                    "integer",
+                    0,
+                    "The total number of nodes that should be running the daemon pod (including nodes correctly running the daemon pod).",
+                ),
+                col(
+                    "Current",
+                    "integer",
+                    0,
+                    "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod.",
+                ),
+                col(
+                    "Ready",
+                    "integer",
+                    0,
+                    "numberReady is the number of nodes that should be running the daemon pod and have one or more of the daemon pod running with a Ready Condition.",
+                ),
+                col(
+                    "Up-to-date",
+                    "integer",
+                    0,
+                    "The total number of nodes that are running updated daemon pod",
+                ),
+                col(
+                    "Available",
+                    "integer",
+                    0,
+                    "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available (ready for at least spec.minReadySeconds)",
+                ),
+                col(
+                    "Node Selector",
+                    "string",
+                    0,
+                    "NodeSelector is a selector which must be true for the pod to fit on a node.",
+                ),
                 age(),
-                col("Containers", "string", 1, "Names of each container in the template."),
-                col("Images", "string", 1, "Images referenced by each container in the template."),
-                col("Selector", "string", 1, "A label query over pods that are managed by the daemon set."),
+                col(
+                    "Containers",
+                    "string",
+                    1,
+                    "Names of each container in the template.",
+                ),
+                col(
+                    "Images",
+                    "string",
+                    1,
+                    "Images referenced by each container in the template.",
+                ),
+                col(
+                    "Selector",
+                    "string",
+                    1,
+                    "A label query over pods that are managed by the daemon set.",
+                ),
             ],
             |o| {
                 let (c, im) = containers_and_images(o.pointer("/spec/template/spec"));
@@ -308,18 +520,47 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, fn(&Value) ->
             vec![
                 name_col(),
                 col("Ready", "string", 0, "Number of the pod with ready state"),
-                col("Up-to-date", "string", 0, "Total number of non-terminated pods targeted by this deployment that have the desired template spec."),
-                col("Available", "string", 0, "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."),
+                col(
+                    "Up-to-date",
+                    "string",
+                    0,
+                    "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+                ),
+                col(
+                    "Available",
+                    "string",
+                    0,
+                    "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+                ),
                 age(),
-                col("Containers", "string", 1, "Names of each container in the template."),
-                col("Images", "string", 1, "Images referenced by each container in the template."),
-                col("Selector", "string", 1, "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment."),
+                col(
+                    "Containers",
+                    "string",
+                    1,
+                    "Names of each container in the template.",
+                ),
+                col(
+                    "Images",
+                    "string",
+                    1,
+                    "Images referenced by each container in the template.",
+                ),
+                col(
+                    "Selector",
+                    "string",
+                    1,
+                    "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment.",
+                ),
             ],
             |o| {
                 let (c, im) = containers_and_images(o.pointer("/spec/template/spec"));
                 vec![
                     json!(s(o, "/metadata/name")),
-                    json!(format!("{}/{}", i(o, "/status/readyReplicas"), i(o, "/spec/replicas"))),
+                    json!(format!(
+                        "{}/{}",
+                        i(o, "/status/readyReplicas"),
+                        i(o, "/spec/replicas")
+                    )),
                     json!(i(o, "/status/updatedReplicas")),
                     json!(i(o, "/status/availableReplicas")),
                     json!(age_cell(o)),
@@ -332,13 +573,43 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, fn(&Value) ->
         ("apps", "replicasets") => (
             vec![
                 name_col(),
-                col("Desired", "integer", 0, "Replicas is the number of desired replicas."),
-                col("Current", "integer", 0, "Replicas is the most recently observed number of replicas."),
-                col("Ready", "integer", 0, "The number of ready replicas for this replica set."),
+                col(
+                    "Desired",
+                    "integer",
+                    0,
+                    "Replicas is the number of desired replicas.",
+                ),
+                col(
+                    "Current",
+                    "integer",
+                    0,
+                    "Replicas is the most recently observed number of replicas.",
+                ),
+                col(
+                    "Ready",
+                    "integer",
+                    0,
+                    "The number of ready replicas for this replica set.",
+                ),
                 age(),
-                col("Containers", "string", 1, "Names of each container in the template."),
-                col("Images", "string", 1, "Images referenced by each container in the template."),
-                col("Selector", "string", 1, "Selector is a label query over pods that should match the replica count."),
+                col(
+                    "Containers",
+                    "string",
+                    1,
+                    "Names of each container in the template.",
+                ),
+                col(
+                    "Images",
+                    "string",
+                    1,
+                    "Images referenced by each container in the template.",
+                ),
+                col(
+                    "Selector",
+                    "string",
+                    1,
+                    "Selector is a label query over pods that should match the replica count.",
+                ),
             ],
             |o| {
                 let (c, im) = containers_and_images(o.pointer("/spec/template/spec"));
@@ -357,14 +628,28 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, fn(&Value) ->
         ("batch", "jobs") => (
             vec![
                 name_col(),
-                col("Completions", "string", 0, "The desired number of successfully finished pods the job should be run with."),
-                col("Duration", "string", 0, "Time required to complete the job."),
+                col(
+                    "Completions",
+                    "string",
+                    0,
+                    "The desired number of successfully finished pods the job should be run with.",
+                ),
+                col(
+                    "Duration",
+                    "string",
+                    0,
+                    "Time required to complete the job.",
+                ),
                 age(),
             ],
             |o| {
                 let dur = match (
-                    o.pointer("/status/startTime").and_then(Value::as_str).and_then(clock::parse_rfc3339),
-                    o.pointer("/status/completionTime").and_then(Value::as_str).and_then(clock::parse_rfc3339),
+                    o.pointer("/status/startTime")
+                        .and_then(Value::as_str)
+                        .and_then(clock::parse_rfc3339),
+                    o.pointer("/status/completionTime")
+                        .and_then(Value::as_str)
+                        .and_then(clock::parse_rfc3339),
                 ) {
                     (Some(a), Some(b)) => clock::human_duration(b - a),
                     (Some(a), None) => clock::human_duration(clock::now_unix() - a),
@@ -372,7 +657,13 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, fn(&Value) ->
                 };
                 vec![
                     json!(s(o, "/metadata/name")),
-                    json!(format!("{}/{}", i(o, "/status/succeeded"), o.pointer("/spec/completions").and_then(Value::as_i64).unwrap_or(1))),
+                    json!(format!(
+                        "{}/{}",
+                        i(o, "/status/succeeded"),
+                        o.pointer("/spec/completions")
+                            .and_then(Value::as_i64)
+                            .unwrap_or(1)
+                    )),
                     json!(dur),
                     json!(age_cell(o)),
                 ]
@@ -381,9 +672,24 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, fn(&Value) ->
         ("policy", "poddisruptionbudgets") => (
             vec![
                 name_col(),
-                col("Min Available", "string", 0, "The minimum number of pods that must be available simultaneously."),
-                col("Max Unavailable", "string", 0, "The maximum number of pods that may be unavailable simultaneously."),
-                col("Allowed Disruptions", "integer", 0, "Calculated number of pods that may be disrupted at this time."),
+                col(
+                    "Min Available",
+                    "string",
+                    0,
+                    "The minimum number of pods that must be available simultaneously.",
+                ),
+                col(
+                    "Max Unavailable",
+                    "string",
+                    0,
+                    "The maximum number of pods that may be unavailable simultaneously.",
+                ),
+                col(
+                    "Allowed Disruptions",
+                    "integer",
+                    0,
+                    "Calculated number of pods that may be disrupted at this time.",
+                ),
                 age(),
             ],
             |o| {
@@ -401,10 +707,14 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, fn(&Value) ->
                 ]
             },
         ),
-        ("apiextensions.k8s.io", "customresourcedefinitions") => (
-            vec![name_col(), col("Created At", "date", 0, "")],
-            |o| vec![json!(s(o, "/metadata/name")), json!(s(o, "/metadata/creationTimestamp"))],
-        ),
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            (vec![name_col(), col("Created At", "date", 0, "")], |o| {
+                vec![
+                    json!(s(o, "/metadata/name")),
+                    json!(s(o, "/metadata/creationTimestamp")),
+                ]
+            })
+        }
         ("", "events") => (
             vec![
                 col("Last Seen", "string", 0, ""),
@@ -414,12 +724,19 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, fn(&Value) ->
                 col("Message", "string", 0, ""),
             ],
             |o| {
-                let last = o.pointer("/lastTimestamp").and_then(Value::as_str).or_else(|| o.pointer("/eventTime").and_then(Value::as_str));
+                let last = o
+                    .pointer("/lastTimestamp")
+                    .and_then(Value::as_str)
+                    .or_else(|| o.pointer("/eventTime").and_then(Value::as_str));
                 vec![
                     json!(clock::age_of(last)),
                     json!(s(o, "/type")),
                     json!(s(o, "/reason")),
-                    json!(format!("{}/{}", s(o, "/involvedObject/kind").to_ascii_lowercase(), s(o, "/involvedObject/name"))),
+                    json!(format!(
+                        "{}/{}",
+                        s(o, "/involvedObject/kind").to_ascii_lowercase(),
+                        s(o, "/involvedObject/name")
+                    )),
                     json!(s(o, "/message")),
                 ]
             },
@@ -428,8 +745,14 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, fn(&Value) ->
     })
 }
 
+/// Builds the cells of one row, capturing CRD columns.
+type RowBuilder = dyn Fn(&Value) -> Vec<Value>;
+
 fn age_cell(o: &Value) -> String {
-    clock::age_of(o.pointer("/metadata/creationTimestamp").and_then(Value::as_str))
+    clock::age_of(
+        o.pointer("/metadata/creationTimestamp")
+            .and_then(Value::as_str),
+    )
 }
 
 /// Evaluates the simple JSONPaths CRDs use: `.a.b`, `.a[0]`, `.a[?(@.k=='v')].b`.
@@ -491,38 +814,57 @@ pub fn build(
     headers: bool,
     list_meta: Value,
 ) -> Value {
-    let (columns, cells): (Vec<PrinterColumn>, Box<dyn Fn(&Value) -> Vec<Value>>) =
-        if let Some((cols, f)) = builtin_table(rt) {
-            (cols, Box::new(f))
-        } else if !rt.builtin {
-            let mut cols = vec![col("Name", "string", 0, "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names")];
-            let extra = rt
-                .version(version)
-                .map(|v| v.printer_columns.clone())
-                .unwrap_or_default();
-            cols.extend(extra.iter().cloned());
-            (
-                cols,
-                Box::new(move |o: &Value| {
-                    let mut row = vec![json!(s(o, "/metadata/name"))];
-                    row.extend(extra.iter().map(|c| crd_cell(o, c)));
-                    row
-                }),
-            )
-        } else {
-            (
+    let (columns, cells): (Vec<PrinterColumn>, Box<RowBuilder>) = if let Some((cols, f)) =
+        builtin_table(rt)
+    {
+        (cols, Box::new(f))
+    } else if !rt.builtin {
+        let mut cols = vec![col(
+            "Name",
+            "string",
+            0,
+            "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names",
+        )];
+        let extra = rt
+            .version(version)
+            .map(|v| v.printer_columns.clone())
+            .unwrap_or_default();
+        cols.extend(extra.iter().cloned());
+        (
+            cols,
+            Box::new(move |o: &Value| {
+                let mut row = vec![json!(s(o, "/metadata/name"))];
+                row.extend(extra.iter().map(|c| crd_cell(o, c)));
+                row
+            }),
+        )
+    } else {
+        (
+            vec![
+                col(
+                    "Name",
+                    "string",
+                    0,
+                    "Name must be unique within a namespace.",
+                ),
+                PrinterColumn {
+                    format: "date".into(),
+                    ..col(
+                        "Created At",
+                        "date",
+                        0,
+                        "CreationTimestamp is a timestamp representing the server time when this object was created.",
+                    )
+                },
+            ],
+            Box::new(|o: &Value| {
                 vec![
-                    col("Name", "string", 0, "Name must be unique within a namespace."),
-                    PrinterColumn {
-                        format: "date".into(),
-                        ..col("Created At", "date", 0, "CreationTimestamp is a timestamp representing the server time when this object was created.")
-                    },
-                ],
-                Box::new(|o: &Value| {
-                    vec![json!(s(o, "/metadata/name")), json!(s(o, "/metadata/creationTimestamp"))]
-                }),
-            )
-        };
+                    json!(s(o, "/metadata/name")),
+                    json!(s(o, "/metadata/creationTimestamp")),
+                ]
+            }),
+        )
+    };
     let rows: Vec<Value> = objects
         .iter()
         .map(|o| {
@@ -584,7 +926,10 @@ mod tests {
             Some(&json!("False"))
         );
         assert_eq!(eval_json_path(&o, ".spec.priority"), Some(&json!(5)));
-        assert_eq!(eval_json_path(&o, ".status.conditions[1].type"), Some(&json!("Degraded")));
+        assert_eq!(
+            eval_json_path(&o, ".status.conditions[1].type"),
+            Some(&json!("Degraded"))
+        );
         assert_eq!(eval_json_path(&o, ".missing"), None);
     }
 }

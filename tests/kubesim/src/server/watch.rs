@@ -13,9 +13,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::Shared;
 use super::http::{self, Query, Rendering, Resp, ResponseBody};
 use super::table;
-use super::Shared;
 use crate::cluster::{Resolved, parse_resource_version};
 use crate::error::{ApiError, ApiResult};
 use crate::selectors::{FieldSelector, LabelSelector};
@@ -86,7 +86,8 @@ impl Renderer {
     }
 
     fn line(&self, kind: &str, object: Value) -> Bytes {
-        let mut v = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+        let mut v =
+            serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
         v.push(b'\n');
         Bytes::from(v)
     }
@@ -101,12 +102,16 @@ impl Renderer {
             Rendering::Metadata => ("meta.k8s.io/v1".into(), "PartialObjectMetadata".into()),
             Rendering::Table => ("meta.k8s.io/v1".into(), "Table".into()),
         };
-        self.line("BOOKMARK", json!({"kind": kind, "apiVersion": api_version, "metadata": meta}))
+        self.line(
+            "BOOKMARK",
+            json!({"kind": kind, "apiVersion": api_version, "metadata": meta}),
+        )
     }
 }
 
 fn error_line(e: &ApiError) -> Bytes {
-    let mut v = serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap_or_default();
+    let mut v =
+        serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap_or_default();
     v.push(b'\n');
     Bytes::from(v)
 }

@@ -52,9 +52,10 @@ impl Raw {
 
 fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
-    loop {
-        let Some((size, rest)) = s.split_once("\r\n") else { break };
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || rest.len() < n {
             break;
         }
@@ -65,11 +66,21 @@ fn dechunk(mut s: &str) -> String {
 }
 
 /// One HTTP/1.1 request to a plain-HTTP server (`token` None sends no Authorization).
-pub fn raw(h: &Handle, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: &[u8]) -> Raw {
+pub fn raw(
+    h: &Handle,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Raw {
     let addr = h.url().trim_start_matches("http://").to_string();
     let mut s = TcpStream::connect(&addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(60))).ok();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
@@ -96,8 +107,16 @@ pub fn raw(h: &Handle, method: &str, path: &str, token: Option<&str>, headers: &
     let chunked = headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_string() };
-    Raw { status, headers, body }
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Raw {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// Polls `f` until it returns `Some`, for at most `secs` seconds (generous: CI has 2 loaded
