@@ -705,6 +705,15 @@ pub fn version_priority(v: &str) -> (u8, u32, u32) {
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
     types: BTreeMap<GroupResource, Arc<ResourceType>>,
+    revision: u64,
+}
+
+/// Catalog revisions are unique across catalogs, so caches keyed by them survive version
+/// switches that rebuild the catalog.
+static REVISIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_revision() -> u64 {
+    REVISIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The order in which the real server lists built-in groups in `/apis`.
@@ -743,10 +752,18 @@ impl Catalog {
     /// Adds or replaces a type.
     pub fn insert(&mut self, t: ResourceType) {
         self.types.insert(t.group_resource(), Arc::new(t));
+        self.revision = next_revision();
+    }
+
+    /// Changes whenever a type is added, replaced or removed: a cache key for documents
+    /// derived from the catalog (OpenAPI).
+    pub fn revision(&self) -> u64 {
+        self.revision
     }
 
     /// Removes a type (a deleted CRD).
     pub fn remove(&mut self, gr: &GroupResource) -> Option<Arc<ResourceType>> {
+        self.revision = next_revision();
         self.types.remove(gr)
     }
 

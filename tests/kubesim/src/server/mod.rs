@@ -109,6 +109,7 @@ pub struct Shared {
     host: String,
     /// BOOKMARK period.
     pub bookmark_interval: Duration,
+    openapi_v3: std::sync::Mutex<openapi::V3Cache>,
 }
 
 /// Starts servers.
@@ -270,6 +271,7 @@ async fn run(
         token,
         host: format!("127.0.0.1:{}", addr.port()),
         bookmark_interval: config.bookmark_interval,
+        openapi_v3: std::sync::Mutex::default(),
     });
     let mut specs = Vec::new();
     if config.builtin_controllers {
@@ -431,17 +433,22 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, ApiE
         }
         ["openapi", "v3"] if version.serves_openapi_v3() => {
             read_only()?;
-            Ok(http::json(200, &openapi::v3_index(&catalog, &version)))
+            let mut cache = shared.openapi_v3.lock().unwrap_or_else(|e| e.into_inner());
+            Ok(http::json(200, &cache.index(&catalog, &version)))
         }
         ["openapi", "v3", "api", v] if version.serves_openapi_v3() => {
             read_only()?;
-            openapi::v3_group_version(&catalog, &version, "", v)
+            let mut cache = shared.openapi_v3.lock().unwrap_or_else(|e| e.into_inner());
+            cache
+                .document(&catalog, &version, &format!("api/{v}"))
                 .map(|d| http::json(200, &d))
                 .ok_or_else(ApiError::no_such_resource)
         }
         ["openapi", "v3", "apis", g, v] if version.serves_openapi_v3() => {
             read_only()?;
-            openapi::v3_group_version(&catalog, &version, g, v)
+            let mut cache = shared.openapi_v3.lock().unwrap_or_else(|e| e.into_inner());
+            cache
+                .document(&catalog, &version, &format!("apis/{g}/{v}"))
                 .map(|d| http::json(200, &d))
                 .ok_or_else(ApiError::no_such_resource)
         }

@@ -127,25 +127,54 @@ pub fn hash_of(doc: &Value) -> String {
     d.iter().take(32).map(|b| format!("{b:02X}")).collect()
 }
 
-/// The `/openapi/v3` index: one entry per served group version.
-pub fn v3_index(catalog: &Catalog, version_info: &KubeVersion) -> Value {
-    let mut paths = Map::new();
-    let mut gvs: Vec<(String, String)> = vec![(String::new(), "v1".into())];
-    for (g, vs) in catalog.groups() {
-        for v in vs {
-            gvs.push((g.clone(), v));
+/// The v3 documents of one catalog revision, built once: kubectl fetches the index on every
+/// apply, and hashing every group version each time would cost more than the apply.
+#[derive(Default)]
+pub struct V3Cache {
+    key: Option<(u64, KubeVersion)>,
+    index: Value,
+    docs: std::collections::HashMap<String, Value>,
+}
+
+impl V3Cache {
+    fn refresh(&mut self, catalog: &Catalog, version_info: &KubeVersion) {
+        let key = (catalog.revision(), *version_info);
+        if self.key == Some(key) {
+            return;
         }
-    }
-    for (g, v) in gvs {
-        if let Some(doc) = v3_group_version(catalog, version_info, &g, &v) {
-            let p = gv_path(&g, &v);
-            paths.insert(
-                p.clone(),
-                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash_of(&doc))}),
-            );
+        let mut paths = Map::new();
+        self.docs.clear();
+        let mut gvs: Vec<(String, String)> = vec![(String::new(), "v1".into())];
+        for (g, vs) in catalog.groups() {
+            for v in vs {
+                gvs.push((g.clone(), v));
+            }
         }
+        for (g, v) in gvs {
+            if let Some(doc) = v3_group_version(catalog, version_info, &g, &v) {
+                let p = gv_path(&g, &v);
+                paths.insert(
+                    p.clone(),
+                    json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash_of(&doc))}),
+                );
+                self.docs.insert(p, doc);
+            }
+        }
+        self.index = json!({"paths": paths});
+        self.key = Some(key);
     }
-    json!({"paths": paths})
+
+    /// The index.
+    pub fn index(&mut self, catalog: &Catalog, version_info: &KubeVersion) -> Value {
+        self.refresh(catalog, version_info);
+        self.index.clone()
+    }
+
+    /// One group version's document (`api/v1`, `apis/apps/v1`).
+    pub fn document(&mut self, catalog: &Catalog, version_info: &KubeVersion, path: &str) -> Option<Value> {
+        self.refresh(catalog, version_info);
+        self.docs.get(path).cloned()
+    }
 }
 
 /// The `/openapi/v2` document: every kind's definition with its GroupVersionKind.
