@@ -339,7 +339,17 @@ impl Ipam {
     pub fn new(pools: Vec<IpPool>) -> Ipam {
         let mut ipam = Ipam::default();
         for pool in pools {
-            match NodeSel::parse(&pool.node_selector) {
+            // The fields are public, so a hand-built pool may carry a block size that
+            // IpPool::new would have refused; check again rather than shift out of range.
+            let (b, p) = (pool.block_size, pool.cidr.prefix());
+            let checked = if !(20..=32).contains(&b) || b < p {
+                Err(format!(
+                    "blockSize {b} does not fit the pool /{p} (Calico: 20-32, not larger than the pool)"
+                ))
+            } else {
+                NodeSel::parse(&pool.node_selector)
+            };
+            match checked {
                 Ok(sel) => {
                     let blocks_total = 1u64 << (pool.block_size - pool.cidr.prefix());
                     ipam.pools.push(PoolState {
@@ -860,6 +870,19 @@ mod tests {
         assert!(reasons[1].1.contains("blockSize"), "{reasons:?}");
         assert!(reasons[2].1.contains("selector"), "{reasons:?}");
         assert!(reasons[3].1.contains("Workload"), "{reasons:?}");
+    }
+
+    #[test]
+    fn hand_built_pool_with_bad_block_size_is_skipped() {
+        let mut p = IpPool::new("p", "10.0.0.0/16", None).unwrap();
+        p.block_size = 8;
+        let m = Ipam::new(vec![p]);
+        assert_eq!(m.pools().count(), 0);
+        assert!(
+            m.skipped()[0].reason.contains("blockSize 8"),
+            "{:?}",
+            m.skipped()
+        );
     }
 
     #[test]
