@@ -408,3 +408,45 @@ fn server_side_apply_of_every_calico_manifest() {
         h.shutdown();
     }
 }
+
+#[test]
+fn client_side_apply_and_its_annotation_limit() {
+    if skip_without_kubectl("client_side_apply_and_its_annotation_limit") {
+        return;
+    }
+    let Some(dir) = fixtures().map(|d| d.join("v3.26.4")).filter(|d| d.is_dir()) else {
+        println!(
+            "client_side_apply_and_its_annotation_limit: no v3.26.4 Calico fixtures: skipping"
+        );
+        return;
+    };
+    let h = common::start(true, "v1.30.6");
+    let calico = dir.join("calico.yaml");
+    let out = ok(&h, &["apply", "-f", calico.to_str().unwrap()]);
+    assert!(out.contains("daemonset.apps/calico-node created"), "{out}");
+    let again = ok(&h, &["apply", "-f", calico.to_str().unwrap()]);
+    assert!(
+        again.contains("daemonset.apps/calico-node unchanged"),
+        "{again}"
+    );
+    // The operator's Installation CRD is too large for the last-applied annotation: a real
+    // server refuses it, which is why Calico documents `kubectl create` or server-side apply.
+    let operator = dir.join("tigera-operator.yaml");
+    let (success, _, err) = kubectl(&h, &["apply", "-f", operator.to_str().unwrap()], 180);
+    assert!(!success);
+    assert!(
+        err.contains("metadata.annotations: Too long: must have at most 262144 bytes"),
+        "{err}"
+    );
+    let (_, out, err) = kubectl(&h, &["create", "-f", operator.to_str().unwrap()], 180);
+    assert!(
+        out.contains(
+            "customresourcedefinition.apiextensions.k8s.io/installations.operator.tigera.io created"
+        ),
+        "{out}"
+    );
+    assert!(
+        err.contains("already exists"),
+        "the rest was applied before: {err}"
+    );
+}

@@ -78,6 +78,24 @@ fn validate_meta(rt: &ResourceType, obj: &Value, causes: &mut Vec<FieldCause>) {
         };
         causes.push(FieldCause::invalid(field, &value, msg));
     }
+    // The real server caps all annotations together at 256 KiB: why client-side `kubectl
+    // apply` of Calico's operator CRDs (last-applied annotation) fails on real clusters.
+    let annotation_bytes: usize = obj
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+                .sum()
+        })
+        .unwrap_or(0);
+    if annotation_bytes > 262_144 {
+        causes.push(FieldCause {
+            reason: "FieldValueTooLong",
+            field: "metadata.annotations".into(),
+            message: "Too long: must have at most 262144 bytes".into(),
+        });
+    }
     for (key, what) in [("labels", "label"), ("annotations", "annotation")] {
         let Some(map) = obj
             .pointer(&format!("/metadata/{key}"))

@@ -171,7 +171,12 @@ impl V3Cache {
     }
 
     /// One group version's document (`api/v1`, `apis/apps/v1`).
-    pub fn document(&mut self, catalog: &Catalog, version_info: &KubeVersion, path: &str) -> Option<Value> {
+    pub fn document(
+        &mut self,
+        catalog: &Catalog,
+        version_info: &KubeVersion,
+        path: &str,
+    ) -> Option<Value> {
         self.refresh(catalog, version_info);
         self.docs.get(path).cloned()
     }
