@@ -73,6 +73,16 @@ fn smp_merges_containers_by_name_and_new_ones_lead() {
         names(&out["spec"]["containers"], "name"),
         ["redis", "app", "side", "new"]
     );
+    // Patching an item in the middle keeps it in place.
+    let out = smp(
+        "Pod",
+        out,
+        json!({"spec": {"containers": [{"name": "side", "image": "busybox:3"}]}}),
+    );
+    assert_eq!(
+        names(&out["spec"]["containers"], "name"),
+        ["redis", "app", "side", "new"]
+    );
 }
 
 #[test]

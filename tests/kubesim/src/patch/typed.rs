@@ -1,7 +1,7 @@
 //! Schema-aware walks over objects for server-side apply: the field set a configuration sets,
 //! merging a configuration into a live object, comparing two objects, and removing fields.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
@@ -58,15 +58,12 @@ fn item_element(item: &Value, lt: &ListType) -> Result<PathElement, String> {
 /// reject (duplicates, missing keys, written by non-apply requests); those fall back to their
 /// index so that they are kept but never match a configuration item.
 fn live_elements(items: &[Value], lt: &ListType) -> Vec<PathElement> {
-    let mut seen: Vec<PathElement> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::with_capacity(items.len());
     items
         .iter()
         .enumerate()
         .map(|(i, item)| match item_element(item, lt) {
-            Ok(pe) if !seen.contains(&pe) => {
-                seen.push(pe.clone());
-                pe
-            }
+            Ok(pe) if seen.insert(pe.encode()) => pe,
             _ => PathElement::Index(i),
         })
         .collect()
@@ -115,14 +112,13 @@ fn set_walk<'a>(
                 set.insert(fpath);
                 return Ok(());
             }
-            let mut seen: Vec<PathElement> = Vec::new();
+            let mut seen: HashSet<String> = HashSet::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 let pe = item_element(item, &lt)
                     .map_err(|e| error_at(fpath, format!("element {i}: {e}")))?;
-                if seen.contains(&pe) {
+                if !seen.insert(pe.encode()) {
                     return Err(error_at(fpath, format!("duplicate entries for key {pe}")));
                 }
-                seen.push(pe.clone());
                 steps.push(Step::Item);
                 fpath.push(pe);
                 set.insert(fpath);
@@ -206,21 +202,17 @@ fn merge_list<'a>(
     schema: &dyn Schema,
 ) -> Result<Vec<Value>, PatchError> {
     let mut cfg_pes = Vec::with_capacity(config.len());
+    let mut cfg_index: HashMap<String, usize> = HashMap::with_capacity(config.len());
     for (i, item) in config.iter().enumerate() {
         let pe =
             item_element(item, lt).map_err(|e| error_at(fpath, format!("element {i}: {e}")))?;
-        if cfg_pes.contains(&pe) {
+        if cfg_index.insert(pe.encode(), i).is_some() {
             return Err(error_at(fpath, format!("duplicate entries for key {pe}")));
         }
         cfg_pes.push(pe);
     }
     let live_pes = live_elements(live, lt);
     let live_index: HashMap<String, usize> = live_pes
-        .iter()
-        .enumerate()
-        .map(|(i, pe)| (pe.encode(), i))
-        .collect();
-    let cfg_index: HashMap<String, usize> = cfg_pes
         .iter()
         .enumerate()
         .map(|(i, pe)| (pe.encode(), i))
@@ -370,11 +362,19 @@ fn compare_walk<'a>(
                 .unwrap_or(&[]);
             let lp = live_elements(l, &lt);
             let rp = live_elements(r, &lt);
+            let index = |pes: &[PathElement]| -> HashMap<String, usize> {
+                pes.iter()
+                    .enumerate()
+                    .map(|(i, pe)| (pe.encode(), i))
+                    .collect()
+            };
+            let (lidx, ridx) = (index(&lp), index(&rp));
             let mut order: Vec<&PathElement> = lp.iter().collect();
-            order.extend(rp.iter().filter(|pe| !lp.contains(pe)));
+            order.extend(rp.iter().filter(|pe| !lidx.contains_key(&pe.encode())));
             for pe in order {
-                let li = lp.iter().position(|p| p == pe).map(|i| &l[i]);
-                let ri = rp.iter().position(|p| p == pe).map(|i| &r[i]);
+                let key = pe.encode();
+                let li = lidx.get(&key).map(|&i| &l[i]);
+                let ri = ridx.get(&key).map(|&i| &r[i]);
                 steps.push(Step::Item);
                 fpath.push(pe.clone());
                 if matches!(lt, ListType::Map(_)) {
