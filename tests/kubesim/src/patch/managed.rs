@@ -370,6 +370,23 @@ impl<'s> FieldManager<'s> {
         let sub = self.subresource.as_deref();
         let live_obj = live.map_or_else(|| Value::Object(Map::new()), without_managed_fields);
         let mut entries = live.map(read_entries).unwrap_or_default();
+        if live.is_some() && entries.is_empty() {
+            // An object nobody is recorded as managing (created before field tracking, or
+            // written around it) is owned by "before-first-apply", as on the real server, so
+            // that a first apply cannot silently take fields over.
+            let empty = Value::Object(Map::new());
+            let all = self.tracked(&typed::compare(&empty, &live_obj, self.schema).added);
+            if !all.is_empty() {
+                entries.push(ManagedFieldsEntry {
+                    manager: "before-first-apply".into(),
+                    operation: Operation::Update,
+                    api_version: self.api_version.clone(),
+                    time: Some(self.now.clone()),
+                    subresource: None,
+                    fields: all,
+                });
+            }
+        }
 
         let config_set = self.tracked(&typed::to_field_set(config, self.schema)?);
         let mut merged = typed::merge(&live_obj, config, self.schema)?;

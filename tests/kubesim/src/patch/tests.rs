@@ -860,3 +860,40 @@ fn ssa_rejects_bad_configs() {
     );
     assert!(fm(T0).apply(None, &json!([1]), "k", false).is_err());
 }
+
+#[test]
+fn ssa_first_apply_to_an_unmanaged_object_conflicts_with_before_first_apply() {
+    let unmanaged = deployment("img:1", Some(1));
+    let err = fm(T0)
+        .apply(
+            Some(&unmanaged),
+            &deployment("img:1", Some(4)),
+            "kubectl",
+            false,
+        )
+        .expect_err("conflict");
+    assert_eq!(
+        err.message(),
+        "Apply failed with 1 conflict: conflict with \"before-first-apply\" using apps/v1: .spec.replicas"
+    );
+    // The same values are no conflict; ownership is then shared with the placeholder.
+    let ok = apply(
+        &fm(T0),
+        Some(&unmanaged),
+        &deployment("img:1", Some(1)),
+        "kubectl",
+        false,
+    );
+    assert!(ok.changed);
+    let es = entries(&ok.object);
+    assert!(
+        entry(&es, "before-first-apply", Operation::Update)
+            .fields
+            .has(&[f("spec"), f("replicas")])
+    );
+    assert!(
+        entry(&es, "kubectl", Operation::Apply)
+            .fields
+            .has(&[f("spec"), f("replicas")])
+    );
+}
