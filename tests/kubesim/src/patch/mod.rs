@@ -35,6 +35,17 @@
 //! `generation`, `uid` or timestamps other than the managedFields `time`.
 //! The default manager for non-apply writes is the client's user agent name (`kubectl-edit`,
 //! `kubectl-client-side-apply`, ...), chosen by the server.
+//!
+//! Notes for the server:
+//! - Pass `live` as stored, managedFields included: ownership is read from it. A live object
+//!   without managedFields is treated as owned by `before-first-apply` on its first apply.
+//! - Call `update` with the object as it will be stored (after the endpoint reset spec or
+//!   status), for creates too (`live = None`), so that later applies can conflict.
+//! - [`PatchError::Conflicts`]: 409, reason `Conflict`, message [`PatchError::message`], and one
+//!   `details.causes` entry per [`Conflict`]: `type: FieldManagerConflict`,
+//!   `message:` [`Conflict::cause_message`], `field:` [`Conflict::field`].
+//! - [`PatchError::Internal`] carries the bare error text; the real server's 500 body reads
+//!   `Internal error occurred: <text>`.
 
 mod builtin;
 mod fieldpath;
@@ -54,7 +65,9 @@ pub use fieldpath::{FieldPath, FieldSet, PathElement};
 pub use json_patch::json_patch;
 pub use managed::{Applied, Conflict, FieldManager, ManagedFieldsEntry, Operation};
 pub use merge_patch::merge_patch;
-pub use schema::{CrdSchema, DeducedSchema, ListType, MapType, PatchStrategy, Schema, Step};
+pub use schema::{
+    CrdSchema, DeducedSchema, ListType, MapKey, MapType, PatchStrategy, Schema, Step,
+};
 pub use strategic::strategic_merge_patch;
 
 use std::fmt;

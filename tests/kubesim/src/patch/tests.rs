@@ -897,3 +897,103 @@ fn ssa_first_apply_to_an_unmanaged_object_conflicts_with_before_first_apply() {
             .has(&[f("spec"), f("replicas")])
     );
 }
+
+/// A small deterministic generator of awkward JSON: keys that hit the merge tables and the
+/// directives, mixed types, duplicates and nulls.
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+
+    fn pick<'k>(&mut self, items: &[&'k str]) -> &'k str {
+        let n = items.len() as u64;
+        items[usize::try_from(self.next() % n).unwrap_or(0)]
+    }
+
+    fn value(&mut self, depth: u32) -> Value {
+        const KEYS: &[&str] = &[
+            "spec",
+            "template",
+            "containers",
+            "name",
+            "env",
+            "ports",
+            "containerPort",
+            "protocol",
+            "image",
+            "metadata",
+            "finalizers",
+            "labels",
+            "status",
+            "$patch",
+            "$retainKeys",
+            "$setElementOrder/containers",
+            "$deleteFromPrimitiveList/finalizers",
+            "volumes",
+            "managedFields",
+            "replicas",
+        ];
+        let roll = if depth == 0 {
+            self.next() % 5
+        } else {
+            self.next() % 8
+        };
+        match roll {
+            0 => Value::Null,
+            1 => json!(self.next() % 3),
+            2 => json!(self.pick(&["a", "b", "replace", "delete", "merge", "TCP"])),
+            3 => json!(self.next().is_multiple_of(2)),
+            4 => json!(1.5),
+            5 | 6 => {
+                let mut m = serde_json::Map::new();
+                for _ in 0..self.next() % 4 {
+                    let k = self.pick(KEYS);
+                    let v = self.value(depth - 1);
+                    m.insert(k.to_string(), v);
+                }
+                Value::Object(m)
+            }
+            _ => Value::Array(
+                (0..self.next() % 4)
+                    .map(|_| self.value(depth - 1))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+#[test]
+fn no_input_makes_any_algorithm_panic() {
+    let mut g = Gen(7);
+    let builtin = BuiltinSchema::for_kind("Deployment");
+    let crd = CrdSchema::new(
+        &json!({"type": "object", "properties": {"spec": {"type": "object",
+        "properties": {"containers": {"type": "array", "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"], "items": {"type": "object"}}}}}}),
+    );
+    let schemas: [&dyn Schema; 3] = [&builtin, &crd, &DeducedSchema];
+    for round in 0..3000 {
+        let a = g.value(5);
+        let b = g.value(5);
+        let ops = json!([{"op": g.pick(&["add", "remove", "replace", "move", "copy", "test"]),
+            "path": g.pick(&["", "/spec", "/spec/containers/0", "/spec/containers/-", "/a~1b", "x"]),
+            "from": g.pick(&["/spec", "/metadata/labels", "/"]), "value": g.value(2)}]);
+        let _ = merge_patch(&a, &b);
+        let _ = json_patch(&a, &ops);
+        let schema = schemas[round % 3];
+        let _ = strategic_merge_patch(&a, &b, schema);
+        let fm = FieldManager::new(schema, "v1", T0).ignore(&["status"]);
+        if let Ok(applied) = fm.apply(Some(&a), &b, "m", round.is_multiple_of(2)) {
+            let _ = fm.apply(Some(&applied.object), &a, "n", false);
+            let _ = fm.update(Some(&applied.object), &b, "u");
+        }
+        let _ = fm.update(Some(&a), &b, "u");
+        let _ = fm.apply(None, &b, "m", false);
+    }
+}
