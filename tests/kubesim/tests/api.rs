@@ -848,3 +848,167 @@ async fn error_bursts_and_latency_faults() {
     assert_eq!(h.faults().counters().requests["list pods"], 2);
     h.faults().clear_faults();
 }
+
+#[tokio::test]
+async fn pod_subresources_eviction_binding_log_scale() {
+    let h = start(true, "v1.30.6");
+    let c = client(&h).await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let pod = |name: &str| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"app": "guarded"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}
+        }))
+        .unwrap()
+    };
+    let created = pods
+        .create(&PostParams::default(), &pod("p"))
+        .await
+        .unwrap();
+    let spec = created.spec.unwrap();
+    assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
+    assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirst"));
+    assert_eq!(spec.termination_grace_period_seconds, Some(30));
+    assert_eq!(
+        spec.containers[0].image_pull_policy.as_deref(),
+        Some("IfNotPresent")
+    );
+
+    // Binding sets the node once.
+    h.cluster().bind("default", "p", "node-1").unwrap();
+    assert_eq!(
+        pods.get("p")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .node_name
+            .as_deref(),
+        Some("node-1")
+    );
+    assert_eq!(
+        h.cluster().bind("default", "p", "node-2").unwrap_err().code,
+        409
+    );
+    pods.patch_status(
+        "p",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .unwrap();
+
+    // Logs written by whatever plays the kubelet are served by pods/log.
+    h.cluster().append_log("default", "p", "c", "one\ntwo\n");
+    assert_eq!(
+        pods.logs("p", &Default::default()).await.unwrap(),
+        "one\ntwo\n"
+    );
+
+    // A PDB that allows no disruption blocks the eviction with 429.
+    let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+        Api::namespaced(c.clone(), "default");
+    pdbs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "guard"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "guarded"}}}
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    pdbs.patch_status("guard", &PatchParams::default(), &Patch::Merge(json!({"status": {
+        "observedGeneration": 1, "disruptionsAllowed": 0, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1}})))
+        .await
+        .unwrap();
+    // In-process: kube-rs would retry a 429 for minutes before giving up.
+    let e = h
+        .cluster()
+        .evict("default", "p", &Default::default())
+        .unwrap_err();
+    assert_eq!(e.code, 429);
+    assert_eq!(
+        e.message,
+        "Cannot evict pod as it would violate the pod's disruption budget."
+    );
+    pdbs.patch_status(
+        "guard",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"disruptionsAllowed": 1}})),
+    )
+    .await
+    .unwrap();
+    pods.evict("p", &Default::default()).await.unwrap();
+    // The pod is on a node: graceful deletion leaves it terminating for the kubelet.
+    let terminating = pods.get("p").await.unwrap();
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        pdbs.get_status("guard")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .disruptions_allowed,
+        0
+    );
+    pods.delete(
+        "p",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(pods.get_opt("p").await.unwrap().is_none());
+
+    // Scale subresource.
+    let deps: Api<Deployment> = Api::namespaced(c.clone(), "default");
+    deps.create(&PostParams::default(), &deployment("scaled"))
+        .await
+        .unwrap();
+    let s = deps.get_scale("scaled").await.unwrap();
+    assert_eq!(s.spec.unwrap().replicas, Some(1));
+    deps.patch_scale(
+        "scaled",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 4}})),
+    )
+    .await
+    .unwrap();
+    let d = deps.get("scaled").await.unwrap();
+    assert_eq!(d.spec.unwrap().replicas, Some(4));
+    assert_eq!(d.metadata.generation, Some(2));
+}
+
+#[tokio::test]
+async fn services_get_cluster_ips_that_do_not_change() {
+    let h = start(true, "v1.30.6");
+    let c = client(&h).await;
+    let svcs: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(c.clone(), "default");
+    let k = svcs.get("kubernetes").await.unwrap();
+    assert_eq!(k.spec.unwrap().cluster_ip.as_deref(), Some("10.96.0.1"));
+    let s = svcs
+        .create(&PostParams::default(), &serde_json::from_value(json!({
+            "metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}
+        })).unwrap())
+        .await
+        .unwrap();
+    let spec = s.spec.unwrap();
+    let ip = spec.cluster_ip.clone().unwrap();
+    assert!(ip.starts_with("10.96."), "{ip}");
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    assert_eq!(spec.ports.unwrap()[0].protocol.as_deref(), Some("TCP"));
+    let e = api_err(
+        svcs.patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"clusterIP": "10.96.0.200"}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(e.code, 422);
+    assert!(e.message.contains("spec.clusterIP"), "{}", e.message);
+}
