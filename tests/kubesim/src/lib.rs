@@ -13,6 +13,7 @@ pub mod error;
 pub mod faults;
 pub mod ids;
 pub mod kubeconfig;
+pub mod patch;
 pub mod selectors;
 pub mod server;
 pub mod store;

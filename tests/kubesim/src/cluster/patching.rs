@@ -8,7 +8,9 @@ use serde_json::Value;
 
 use super::write::Scope;
 use super::{Cluster, PatchType, Resolved, WriteOptions, WriteOutcome, object_key};
-use crate::error::{ApiError, ApiResult};
+use crate::clock;
+use crate::error::{ApiError, ApiResult, FieldCause};
+use crate::patch::{self, BuiltinSchema, CrdSchema, FieldManager, PatchError, Schema};
 
 /// Media types a custom resource accepts for PATCH (no strategic merge, as on a real server).
 const CR_PATCH_TYPES: [&str; 3] = [
@@ -56,7 +58,13 @@ impl Cluster {
                     return Err(ApiError::not_found(&r.rt.group, &r.rt.plural, name));
                 }
                 let applied = parse_apply_body(body)?;
-                let obj = apply(None, &applied, &manager, opts.force, &r.api_version())?;
+                check_apply_identity(r, &applied, name)?;
+                let schema = schema_for(r);
+                let fm = field_manager(r, schema.as_ref(), None);
+                let obj = fm
+                    .apply(None, &applied, &manager, opts.force)
+                    .map_err(to_api_error)?
+                    .object;
                 let mut created =
                     self.create_locked_with(&mut state, r, namespace, obj, opts, true)?;
                 created.created = true;
@@ -65,26 +73,39 @@ impl Cluster {
             (_, None) => Err(ApiError::not_found(&r.rt.group, &r.rt.plural, name)),
             (patch_type, Some(old)) => {
                 let current = r.present(&old);
-                let (new, operation) = match patch_type {
+                let schema = schema_for(r);
+                let new = match patch_type {
                     PatchType::Apply => {
                         let applied = parse_apply_body(body)?;
-                        (
-                            apply(
-                                Some(&current),
-                                &applied,
-                                &manager,
-                                opts.force,
-                                &r.api_version(),
-                            )?,
-                            "Apply",
-                        )
+                        check_apply_identity(r, &applied, name)?;
+                        let sub = (scope == Scope::Status).then_some("status");
+                        let fm = field_manager(r, schema.as_ref(), sub);
+                        let out = fm
+                            .apply(Some(&current), &applied, &manager, opts.force)
+                            .map_err(to_api_error)?;
+                        if !out.changed {
+                            return Ok(WriteOutcome {
+                                object: current,
+                                changed: false,
+                                created: false,
+                                gone: false,
+                            });
+                        }
+                        out.object
                     }
-                    PatchType::Merge => (merge_patch(&current, &parse_json(body)?), "Update"),
-                    PatchType::Json => (json_patch(&current, &parse_json(body)?)?, "Update"),
-                    PatchType::StrategicMerge => (
-                        strategic_merge_patch(&current, &parse_json(body)?, &r.rt.kind)?,
-                        "Update",
-                    ),
+                    PatchType::Merge => patch::merge_patch(&current, &parse_json(body)?),
+                    PatchType::Json => {
+                        patch::json_patch(&current, &parse_json(body)?).map_err(to_api_error)?
+                    }
+                    PatchType::StrategicMerge => {
+                        patch::strategic_merge_patch(&current, &parse_json(body)?, schema.as_ref())
+                            .map_err(to_api_error)?
+                    }
+                };
+                let operation = if patch_type == PatchType::Apply {
+                    "Apply"
+                } else {
+                    "Update"
                 };
                 self.update_locked(&mut state, r, &key, &old, new, scope, opts, operation)
             }
@@ -107,58 +128,94 @@ fn parse_apply_body(body: &[u8]) -> ApiResult<Value> {
         .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
 }
 
-/// RFC 7386 JSON merge patch.
-fn merge_patch(target: &Value, patch: &Value) -> Value {
-    match patch {
-        Value::Object(p) => {
-            let mut out = match target {
-                Value::Object(t) => t.clone(),
-                _ => serde_json::Map::new(),
-            };
-            for (k, v) in p {
-                if v.is_null() {
-                    out.shift_remove(k);
-                } else {
-                    let merged = merge_patch(out.get(k).unwrap_or(&Value::Null), v);
-                    out.insert(k.clone(), merged);
-                }
-            }
-            Value::Object(out)
-        }
-        other => other.clone(),
+/// An applied configuration must name the object of the URL and its kind.
+fn check_apply_identity(r: &Resolved, applied: &Value, name: &str) -> ApiResult<()> {
+    let s = |p: &str| {
+        applied
+            .pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    if s("/kind").is_empty() || s("/apiVersion").is_empty() {
+        return Err(ApiError::bad_request(
+            "apiVersion and kind are required in an applied configuration",
+        ));
+    }
+    if s("/kind") != r.rt.kind {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({}) does not match the expected kind ({})",
+            s("/kind"),
+            r.rt.kind
+        )));
+    }
+    let n = s("/metadata/name");
+    if !n.is_empty() && n != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({n}) does not match the name on the URL ({name})"
+        )));
+    }
+    Ok(())
+}
+
+/// The merge schema of a type: built-in tables, or the CRD version's `openAPIV3Schema`.
+fn schema_for(r: &Resolved) -> Box<dyn Schema> {
+    if r.rt.builtin {
+        Box::new(BuiltinSchema::for_kind(&r.rt.kind))
+    } else {
+        let schema = r
+            .rt
+            .version(&r.version)
+            .and_then(|v| v.schema.clone())
+            .unwrap_or_else(|| serde_json::json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+        Box::new(CrdSchema::new(&schema))
     }
 }
 
-fn json_patch(_target: &Value, _ops: &Value) -> ApiResult<Value> {
-    Err(ApiError::unsupported_media_type(&[
-        "application/merge-patch+json",
-    ]))
+/// A field manager for one write: what the endpoint resets is never owned.
+fn field_manager<'s>(
+    r: &Resolved,
+    schema: &'s dyn Schema,
+    subresource: Option<&str>,
+) -> FieldManager<'s> {
+    let fm =
+        FieldManager::new(schema, &r.api_version(), &clock::now_rfc3339()).subresource(subresource);
+    match subresource {
+        Some("status") => fm.ignore(&["spec"]),
+        None if r.rt.has_status_subresource() => fm.ignore(&["status"]),
+        _ => fm,
+    }
 }
 
-fn strategic_merge_patch(target: &Value, patch: &Value, _kind: &str) -> ApiResult<Value> {
-    Ok(merge_patch(target, patch))
+/// Maps the patch module's errors onto the real server's Status answers.
+fn to_api_error(e: PatchError) -> ApiError {
+    match e {
+        PatchError::BadRequest(m) => ApiError::bad_request(m),
+        PatchError::Unprocessable(m) => ApiError::from_code(422, Some(m)),
+        PatchError::Internal(m) => ApiError::from_code(500, Some(m)),
+        PatchError::UnsupportedMediaType => ApiError::unsupported_media_type(&CR_PATCH_TYPES),
+        PatchError::Conflicts(ref c) => ApiError::apply_conflict(
+            e.message(),
+            c.iter()
+                .map(|c| FieldCause {
+                    reason: "FieldManagerConflict",
+                    field: c.field(),
+                    message: c.cause_message(),
+                })
+                .collect(),
+        ),
+    }
 }
 
-fn apply(
-    current: Option<&Value>,
-    applied: &Value,
-    _manager: &str,
-    _force: bool,
-    _api_version: &str,
-) -> ApiResult<Value> {
-    Ok(match current {
-        Some(c) => merge_patch(c, applied),
-        None => applied.clone(),
-    })
-}
-
-/// Records an Update-operation managedFields entry for `manager` on a write.
+/// Records managedFields for a non-apply write (operation `Update`) through the patch module.
 pub(crate) fn record_managed_fields(
-    _old: Option<&Value>,
-    _new: &mut Value,
-    _manager: &str,
-    _api_version: &str,
-    _operation: &str,
-    _subresource: Option<&str>,
-) {
+    r: &Resolved,
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    subresource: Option<&str>,
+) -> ApiResult<()> {
+    let schema = schema_for(r);
+    let fm = field_manager(r, schema.as_ref(), subresource);
+    *new = fm.update(old, new, manager).map_err(to_api_error)?;
+    Ok(())
 }

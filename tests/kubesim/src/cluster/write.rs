@@ -109,6 +109,14 @@ fn spec_part(obj: &Value, with_status: bool) -> Value {
     Value::Object(m)
 }
 
+fn without_rv(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.shift_remove("resourceVersion");
+    }
+    v
+}
+
 /// The object as compared for no-op detection: managedFields timestamps and the
 /// resourceVersion do not make a write a change.
 fn comparable(obj: &Value) -> Value {
@@ -296,13 +304,12 @@ impl Cluster {
         }
         if !managed_done {
             super::patching::record_managed_fields(
+                r,
                 None,
                 &mut obj,
                 &opts.effective_manager(),
-                &r.api_version(),
-                "Update",
                 None,
-            );
+            )?;
         }
         if opts.dry_run {
             r.relabel(&mut obj);
@@ -553,16 +560,27 @@ impl Cluster {
             }
         }
         if operation == "Update" {
+            let sub = match scope {
+                Scope::Main => None,
+                Scope::Status => Some("status"),
+                Scope::Finalize => Some("finalize"),
+            };
             super::patching::record_managed_fields(
+                r,
                 Some(old_v),
                 &mut new,
                 &opts.effective_manager(),
-                &r.api_version(),
-                "Update",
-                (scope == Scope::Status).then_some("status"),
-            );
+                sub,
+            )?;
         }
-        if comparable(&new) == comparable(old_v) {
+        // An apply that only changed ownership is still a write; other writes that change
+        // nothing but managedFields timestamps are no-ops.
+        let unchanged = if operation == "Apply" {
+            without_rv(&new) == without_rv(old_v)
+        } else {
+            comparable(&new) == comparable(old_v)
+        };
+        if unchanged {
             return Ok(WriteOutcome {
                 object: r.present(old),
                 changed: false,
