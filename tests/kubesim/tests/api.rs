@@ -1012,3 +1012,141 @@ async fn services_get_cluster_ips_that_do_not_change() {
     assert_eq!(e.code, 422);
     assert!(e.message.contains("spec.clusterIP"), "{}", e.message);
 }
+
+#[tokio::test]
+async fn server_side_apply_conflicts_force_and_strategic_merge() {
+    let h = start(true, "v1.30.6");
+    let c = client(&h).await;
+    let deps: Api<Deployment> = Api::namespaced(c.clone(), "default");
+    let config = |replicas: i64, image: &str| {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "app"},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": "app"}},
+                "template": {"metadata": {"labels": {"app": "app"}}, "spec": {"containers": [
+                    {"name": "main", "image": image, "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+                    {"name": "side", "image": "busybox:1.36"}
+                ]}}
+            }
+        })
+    };
+    let created = deps
+        .patch(
+            "app",
+            &PatchParams::apply("alice"),
+            &Patch::Apply(config(2, "nginx:1.25")),
+        )
+        .await
+        .unwrap();
+    let mf = created.metadata.managed_fields.clone().unwrap();
+    assert_eq!(mf[0].manager.as_deref(), Some("alice"));
+    assert_eq!(mf[0].operation.as_deref(), Some("Apply"));
+
+    let e = api_err(
+        deps.patch(
+            "app",
+            &PatchParams::apply("bob"),
+            &Patch::Apply(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app"},
+                "spec": {"replicas": 3}
+            })),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        e.message,
+        "Apply failed with 1 conflict: conflict with \"alice\": .spec.replicas"
+    );
+    let forced = deps
+        .patch(
+            "app",
+            &PatchParams::apply("bob").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app"},
+                "spec": {"replicas": 3}
+            })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forced.spec.unwrap().replicas, Some(3));
+    assert!(
+        forced
+            .metadata
+            .managed_fields
+            .unwrap()
+            .iter()
+            .any(|m| m.manager.as_deref() == Some("bob"))
+    );
+
+    // Strategic merge of containers and env by name keeps what the patch does not mention.
+    let patched = deps
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({
+                "spec": {"template": {"spec": {"containers": [
+                    {"name": "main", "env": [{"name": "B", "value": "changed"}]}
+                ]}}}
+            })),
+        )
+        .await
+        .unwrap();
+    let pod_spec = patched.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod_spec.containers.len(), 2, "the side container stays");
+    let env = pod_spec.containers[0].env.clone().unwrap();
+    let pairs: Vec<(String, Option<String>)> = env.into_iter().map(|e| (e.name, e.value)).collect();
+    assert_eq!(
+        pairs,
+        [
+            ("A".to_string(), Some("1".to_string())),
+            ("B".to_string(), Some("changed".to_string()))
+        ]
+    );
+    assert_eq!(pod_spec.containers[0].image.as_deref(), Some("nginx:1.25"));
+
+    // A repeated identical apply writes nothing.
+    h.faults().reset_counters();
+    deps.patch(
+        "app",
+        &PatchParams::apply("bob").force(),
+        &Patch::Apply(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app"},
+            "spec": {"replicas": 3}
+        })),
+    )
+    .await
+    .unwrap();
+    assert_eq!(h.faults().counters().total_writes, 0);
+
+    // JSON patch.
+    let j = deps
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::<()>::Json(
+                serde_json::from_value(json!([
+                    {"op": "replace", "path": "/spec/replicas", "value": 5}
+                ]))
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(j.spec.unwrap().replicas, Some(5));
+    // Update operations are recorded too, under the fieldManager or the User-Agent.
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let pp = PostParams {
+        field_manager: Some("creator".into()),
+        ..Default::default()
+    };
+    let made = cms.create(&pp, &cm("owned", json!({}))).await.unwrap();
+    let entry = &made.metadata.managed_fields.unwrap()[0];
+    assert_eq!(
+        (entry.manager.as_deref(), entry.operation.as_deref()),
+        (Some("creator"), Some("Update"))
+    );
+}

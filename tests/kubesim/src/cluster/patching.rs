@@ -191,7 +191,7 @@ fn to_api_error(e: PatchError) -> ApiError {
     match e {
         PatchError::BadRequest(m) => ApiError::bad_request(m),
         PatchError::Unprocessable(m) => ApiError::from_code(422, Some(m)),
-        PatchError::Internal(m) => ApiError::from_code(500, Some(m)),
+        PatchError::Internal(m) => ApiError::internal(m),
         PatchError::UnsupportedMediaType => ApiError::unsupported_media_type(&CR_PATCH_TYPES),
         PatchError::Conflicts(ref c) => ApiError::apply_conflict(
             e.message(),
