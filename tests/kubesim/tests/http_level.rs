@@ -338,3 +338,201 @@ fn discovery_follows_the_simulated_version() {
         "APIGroupList"
     );
 }
+
+fn watch_lines(h: &kubesim::Handle, path: &str) -> Vec<serde_json::Value> {
+    let r = raw(h, "GET", path, Some(h.token()), &[], b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn watch_streams_initial_events_bookmarks_and_selector_transitions() {
+    let h = start(false, "v1.30.6");
+    let c = h.cluster().clone();
+    let opts = kubesim::WriteOptions::manager("test");
+    for (n, tier) in [("a", "front"), ("b", "back")] {
+        c.create(
+            "v1",
+            "configmaps",
+            Some("default"),
+            json!({"metadata": {"name": n, "labels": {"tier": tier}}}),
+            &opts,
+        )
+        .unwrap();
+    }
+    // Changes made while the watch below is open: written only once the watch is registered
+    // (its request is counted in the same poll that subscribes it), so they are live events.
+    let h_ref = &h;
+    let events = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while h_ref
+                .faults()
+                .counters()
+                .requests
+                .get("watch configmaps")
+                .is_none()
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the watch never started"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            // "a" leaves the selector: its watchers see DELETED; "b" joins: ADDED.
+            c.patch(
+                "v1",
+                "configmaps",
+                Some("default"),
+                "a",
+                kubesim::PatchType::Merge,
+                br#"{"metadata":{"labels":{"tier":"back"}}}"#,
+                None,
+                &opts,
+            )
+            .unwrap();
+            c.patch(
+                "v1",
+                "configmaps",
+                Some("default"),
+                "b",
+                kubesim::PatchType::Merge,
+                br#"{"metadata":{"labels":{"tier":"front"}}}"#,
+                None,
+                &opts,
+            )
+            .unwrap();
+        });
+        watch_lines(
+            h_ref,
+            "/api/v1/namespaces/default/configmaps?watch=true&labelSelector=tier%3Dfront&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=3",
+        )
+    });
+    let summary: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e["type"] != "BOOKMARK" || e["object"]["metadata"]["annotations"].is_object())
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("ADDED".into(), "a".into()),
+            ("BOOKMARK".into(), "".into()),
+            ("DELETED".into(), "a".into()),
+            ("ADDED".into(), "b".into())
+        ],
+        "{events:?}"
+    );
+    let end = &events[1];
+    assert_eq!(
+        end["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+    // Periodic bookmarks (every second in tests) carry the newest resourceVersion.
+    let periodic: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["type"] == "BOOKMARK" && !e["object"]["metadata"]["annotations"].is_object())
+        .collect();
+    assert!(!periodic.is_empty(), "{events:?}");
+    assert_eq!(periodic[0]["object"]["kind"], "ConfigMap");
+
+    // Without a resourceVersion a watch starts with synthetic ADDED events; from one it
+    // replays what came after.
+    let rv = c.current_resource_version();
+    c.delete(
+        "v1",
+        "configmaps",
+        Some("default"),
+        "b",
+        &Default::default(),
+    )
+    .unwrap();
+    let replay = watch_lines(
+        &h,
+        &format!(
+            "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&timeoutSeconds=1"
+        ),
+    );
+    assert_eq!(replay.len(), 1);
+    assert_eq!(
+        (
+            replay[0]["type"].as_str(),
+            replay[0]["object"]["metadata"]["name"].as_str()
+        ),
+        (Some("DELETED"), Some("b"))
+    );
+    let legacy = watch_lines(
+        &h,
+        "/api/v1/watch/namespaces/default/configmaps?timeoutSeconds=1",
+    );
+    assert!(legacy.iter().all(|e| e["type"] == "ADDED"));
+    assert!(
+        legacy
+            .iter()
+            .any(|e| e["object"]["metadata"]["name"] == "a")
+    );
+}
+
+#[test]
+fn the_binary_prints_its_address_and_stops_on_sigterm() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kubesim"))
+        .args([
+            "--port",
+            "0",
+            "--http",
+            "--version",
+            "v1.27.16",
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines.next().unwrap().unwrap();
+    let path = lines.next().unwrap().unwrap();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert_eq!(path, kc.to_str().unwrap());
+    let config: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(&kc).unwrap()).unwrap();
+    let token = config["users"][0]["user"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let addr = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    use std::io::{Read, Write};
+    write!(s, "GET /version HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.contains("\"gitVersion\":\"v1.27.16\""), "{out}");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_kubesim"))
+        .args(["--scenario", "/nonexistent.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no scenario loader"));
+}
