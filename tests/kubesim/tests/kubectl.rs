@@ -450,3 +450,86 @@ fn client_side_apply_and_its_annotation_limit() {
         "the rest was applied before: {err}"
     );
 }
+
+#[test]
+fn custom_resources_are_pruned_and_validated_by_their_schema() {
+    if skip_without_kubectl("custom_resources_are_pruned_and_validated_by_their_schema") {
+        return;
+    }
+    let Some(dir) = fixtures().map(|d| d.join("v3.26.4")).filter(|d| d.is_dir()) else {
+        println!(
+            "custom_resources_are_pruned_and_validated_by_their_schema: no v3.26.4 Calico fixtures: skipping"
+        );
+        return;
+    };
+    let h = common::start(true, "v1.30.6");
+    ok(
+        &h,
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            dir.join("tigera-operator.yaml").to_str().unwrap(),
+        ],
+    );
+    ok(
+        &h,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/installations.operator.tigera.io",
+            "--timeout=120s",
+        ],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let typo = write_yaml(
+        tmp.path(),
+        "typo.yaml",
+        "apiVersion: operator.tigera.io/v1\nkind: Installation\nmetadata:\n  name: default\nspec:\n  variant: Calico\n  registyr: example.com/\n",
+    );
+    // kubectl asks for Strict field validation: an undeclared field is refused...
+    let (success, _, err) = kubectl(
+        &h,
+        &["apply", "--server-side", "-f", typo.to_str().unwrap()],
+        120,
+    );
+    assert!(!success);
+    assert!(
+        err.contains(".spec.registyr: field not declared in schema"),
+        "{err}"
+    );
+    // ...and pruned when validation is off.
+    ok(
+        &h,
+        &[
+            "apply",
+            "--server-side",
+            "--validate=false",
+            "-f",
+            typo.to_str().unwrap(),
+        ],
+    );
+    let spec = ok(
+        &h,
+        &["get", "installation", "default", "-o", "jsonpath={.spec}"],
+    );
+    assert!(
+        spec.contains("Calico") && !spec.contains("registyr"),
+        "{spec}"
+    );
+    let bad_enum = write_yaml(
+        tmp.path(),
+        "enum.yaml",
+        "apiVersion: operator.tigera.io/v1\nkind: Installation\nmetadata:\n  name: default\nspec:\n  variant: Cilium\n",
+    );
+    let (success, _, err) = kubectl(
+        &h,
+        &["apply", "--server-side", "-f", bad_enum.to_str().unwrap()],
+        120,
+    );
+    assert!(!success);
+    assert!(
+        err.contains("spec.variant: Unsupported value: \"Cilium\""),
+        "{err}"
+    );
+}

@@ -2,6 +2,7 @@
 //! (what clients and controllers rely on seeing), validation with field paths, and the
 //! per-type rules of generation tracking and initial status.
 
+mod crd_schema;
 mod defaults;
 mod names;
 mod validation;
@@ -10,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::catalog::ResourceType;
 
+pub use crd_schema::{SchemaCheck, check as check_custom_resource};
 pub use defaults::default_object;
 pub use names::{is_dns1035_label, is_dns1123_label, is_dns1123_subdomain};
 pub use validation::validate;

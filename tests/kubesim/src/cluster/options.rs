@@ -17,6 +17,9 @@ pub struct WriteOptions {
     pub user_agent: Option<String>,
     /// `force` for server-side apply.
     pub force: bool,
+    /// `fieldValidation`: `Strict` refuses fields a custom resource's schema does not
+    /// declare; otherwise they are pruned silently.
+    pub field_validation: Option<String>,
 }
 
 impl WriteOptions {

@@ -128,6 +128,46 @@ fn comparable(obj: &Value) -> Value {
     v
 }
 
+/// Prunes and validates a custom resource against its version's schema; Strict field
+/// validation turns pruned fields into a 400 as on the real server.
+fn check_schema(r: &Resolved, obj: &mut Value, opts: &WriteOptions, apply: bool) -> ApiResult<()> {
+    if r.rt.builtin {
+        return Ok(());
+    }
+    let Some(schema) = r.rt.version(&r.version).and_then(|v| v.schema.as_ref()) else {
+        return Ok(());
+    };
+    let found = admission::check_custom_resource(schema, obj);
+    if !found.causes.is_empty() {
+        let name = meta_str(obj, "name").unwrap_or_default().to_string();
+        return Err(ApiError::invalid(
+            &r.rt.group,
+            &r.rt.kind,
+            &name,
+            found.causes,
+        ));
+    }
+    if !found.pruned.is_empty() && opts.field_validation.as_deref() == Some("Strict") {
+        let message = if apply {
+            found
+                .pruned
+                .iter()
+                .map(|p| format!(".{p}: field not declared in schema"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            let list: Vec<String> = found
+                .pruned
+                .iter()
+                .map(|p| format!("unknown field \"{p}\""))
+                .collect();
+            format!("strict decoding error: {}", list.join(", "))
+        };
+        return Err(ApiError::bad_request(message));
+    }
+    Ok(())
+}
+
 impl Cluster {
     /// Creates under a resolved type; the outcome says whether the store changed.
     pub fn create_resolved(
@@ -291,6 +331,7 @@ impl Cluster {
         opts: &WriteOptions,
         managed_done: bool,
     ) -> ApiResult<WriteOutcome> {
+        check_schema(r, &mut obj, opts, managed_done)?;
         let causes = admission::validate(&r.rt, &obj, None);
         if !causes.is_empty() {
             return Err(ApiError::invalid(&r.rt.group, &r.rt.kind, name, causes));
@@ -545,6 +586,7 @@ impl Cluster {
         }
         admission::default_object(&r.rt, &mut new, Some(old_v));
         self.keep_service_ip(&r.rt, &mut new, old_v);
+        check_schema(r, &mut new, opts, operation == "Apply")?;
         let causes = admission::validate(&r.rt, &new, Some(old_v));
         if !causes.is_empty() {
             return Err(ApiError::invalid(g, &r.rt.kind, name, causes));

@@ -99,6 +99,7 @@ fn write_options(query: &Query, user_agent: Option<&str>) -> ApiResult<WriteOpti
         field_manager: query.get("fieldManager").map(str::to_string),
         user_agent: user_agent.map(str::to_string),
         force: query.flag("force"),
+        field_validation: query.get("fieldValidation").map(str::to_string),
     })
 }
 
