@@ -1150,3 +1150,35 @@ async fn server_side_apply_conflicts_force_and_strategic_merge() {
         (Some("creator"), Some("Update"))
     );
 }
+
+#[tokio::test]
+async fn delete_collection_by_selector() {
+    let h = start(true, "v1.30.6");
+    let c = client(&h).await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    for (n, l) in [("x1", "x"), ("x2", "x"), ("y1", "y")] {
+        cms.create(&PostParams::default(), &cm(n, json!({"g": l})))
+            .await
+            .unwrap();
+    }
+    h.faults().reset_counters();
+    cms.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("g=x"),
+    )
+    .await
+    .unwrap();
+    let left: Vec<String> = cms
+        .list(&ListParams::default().labels("g"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect();
+    assert_eq!(left, ["y1"]);
+    assert_eq!(
+        h.faults().counters().writes["deletecollection configmaps"],
+        2
+    );
+}

@@ -91,6 +91,9 @@ impl Cluster {
                 }
                 if !opts.dry_run {
                     let mut new = pdb.value.clone();
+                    if !new.get("status").is_some_and(Value::is_object) {
+                        new["status"] = json!({});
+                    }
                     new["status"]["disruptionsAllowed"] = json!(allowed - 1);
                     let now = clock::now_rfc3339();
                     let dp = new["status"].as_object_mut().map(|s| {
@@ -99,6 +102,9 @@ impl Cluster {
                             .clone()
                     });
                     if let Some(mut dp) = dp {
+                        if !dp.is_object() {
+                            dp = json!({});
+                        }
                         dp[name] = json!(now);
                         new["status"]["disruptedPods"] = dp;
                     }
@@ -137,6 +143,9 @@ impl Cluster {
         }
         let mut new = pod.value.clone();
         new["spec"]["nodeName"] = json!(node);
+        if !new.get("status").is_some_and(Value::is_object) {
+            new["status"] = json!({});
+        }
         let conds = new["status"]
             .as_object_mut()
             .map(|s| s.entry("conditions").or_insert_with(|| json!([])));
@@ -204,6 +213,9 @@ impl Cluster {
             return Err(ApiError::stale(&r.rt.group, &r.rt.plural, name));
         }
         let mut new = r.present(&old);
+        if !new.get("spec").is_some_and(Value::is_object) {
+            new["spec"] = json!({});
+        }
         new["spec"]["replicas"] = json!(replicas);
         let WriteOutcome {
             object, changed, ..
