@@ -61,12 +61,29 @@ fn ok(h: &Handle, args: &[&str]) -> String {
     out
 }
 
+/// Whether a missing tool or fixture must fail the test (CI sets `K8S_CALICO_NO_SKIP=1`).
+fn no_skip() -> bool {
+    std::env::var("K8S_CALICO_NO_SKIP").as_deref() == Ok("1")
+}
+
 fn skip_without_kubectl(test: &str) -> bool {
     if kubectl_path().is_none() {
+        assert!(
+            !no_skip(),
+            "{test}: kubectl is not on PATH and K8S_CALICO_NO_SKIP=1"
+        );
         println!("{test}: kubectl is not on PATH: skipping");
         return true;
     }
     false
+}
+
+fn skip_without_fixtures(test: &str, what: &str) {
+    assert!(
+        !no_skip(),
+        "{test}: {what} missing and K8S_CALICO_NO_SKIP=1"
+    );
+    println!("{test}: {what} missing (set CALICO_UPSTREAM_MANIFESTS): skipping");
 }
 
 fn fixtures() -> Option<PathBuf> {
@@ -396,8 +413,9 @@ fn server_side_apply_of_every_calico_manifest() {
         return;
     }
     let Some(versions) = calico_versions() else {
-        println!(
-            "server_side_apply_of_every_calico_manifest: no Calico fixtures (set CALICO_UPSTREAM_MANIFESTS): skipping"
+        skip_without_fixtures(
+            "server_side_apply_of_every_calico_manifest",
+            "the Calico fixtures",
         );
         return;
     };
@@ -415,8 +433,9 @@ fn client_side_apply_and_its_annotation_limit() {
         return;
     }
     let Some(dir) = fixtures().map(|d| d.join("v3.26.4")).filter(|d| d.is_dir()) else {
-        println!(
-            "client_side_apply_and_its_annotation_limit: no v3.26.4 Calico fixtures: skipping"
+        skip_without_fixtures(
+            "client_side_apply_and_its_annotation_limit",
+            "the v3.26.4 Calico fixtures",
         );
         return;
     };
@@ -457,8 +476,9 @@ fn custom_resources_are_pruned_and_validated_by_their_schema() {
         return;
     }
     let Some(dir) = fixtures().map(|d| d.join("v3.26.4")).filter(|d| d.is_dir()) else {
-        println!(
-            "custom_resources_are_pruned_and_validated_by_their_schema: no v3.26.4 Calico fixtures: skipping"
+        skip_without_fixtures(
+            "custom_resources_are_pruned_and_validated_by_their_schema",
+            "the v3.26.4 Calico fixtures",
         );
         return;
     };
