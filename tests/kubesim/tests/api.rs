@@ -1182,3 +1182,54 @@ async fn delete_collection_by_selector() {
         2
     );
 }
+
+#[tokio::test]
+async fn in_process_modify_and_subscriptions() {
+    let h = start(true, "v1.30.6");
+    let cluster = h.cluster().clone();
+    let opts = kubesim::WriteOptions::manager("test-controller");
+    let mut sub = cluster.subscribe("apps/v1", "Deployment", None).unwrap();
+    let c = client(&h).await;
+    let deps: Api<Deployment> = Api::namespaced(c.clone(), "default");
+    deps.create(&PostParams::default(), &deployment("ctl"))
+        .await
+        .unwrap();
+    let added = tokio::time::timeout(Duration::from_secs(60), sub.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(added.event_type, kubesim::store::EventType::Added);
+    // A controller's status write goes through the status path and is not a client write.
+    h.faults().reset_counters();
+    let out = cluster
+        .modify(
+            "apps/v1",
+            "deployments",
+            Some("default"),
+            "ctl",
+            Some("status"),
+            &opts,
+            |d| {
+                d["status"] = json!({"replicas": 1, "readyReplicas": 1});
+                d["spec"]["replicas"] = json!(7);
+            },
+        )
+        .unwrap();
+    assert_eq!(out["status"]["readyReplicas"], 1);
+    assert_eq!(out["spec"]["replicas"], 1, "status writes ignore spec");
+    assert_eq!(h.faults().counters().total_writes, 0);
+    let modified = tokio::time::timeout(Duration::from_secs(60), sub.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(modified.event_type, kubesim::store::EventType::Modified);
+    assert_eq!(modified.object.value["status"]["readyReplicas"], 1);
+    let mf = out["metadata"]["managedFields"].as_array().unwrap();
+    assert!(
+        mf.iter()
+            .any(|m| m["manager"] == "test-controller" && m["subresource"] == "status"),
+        "{mf:?}"
+    );
+}

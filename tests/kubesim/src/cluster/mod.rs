@@ -411,6 +411,36 @@ impl Cluster {
             .object)
     }
 
+    /// Read-modify-write in one step, under the store lock, so a controller never sees a
+    /// Conflict for its own update: `change` gets the current object (as the `api_version`
+    /// shows it) and edits it; the result goes through the normal update path (status
+    /// isolation, generation, managedFields, finalization). `subresource` is `None` or
+    /// `Some("status")`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn modify(
+        &self,
+        api_version: &str,
+        resource: &str,
+        namespace: Option<&str>,
+        name: &str,
+        subresource: Option<&str>,
+        opts: &WriteOptions,
+        change: impl FnOnce(&mut Value),
+    ) -> ApiResult<Value> {
+        let r = self.resolve(api_version, resource)?;
+        let scope = write::Scope::from_subresource(subresource)?;
+        let key = object_key(&r, namespace, name)?;
+        let mut state = self.inner.store.write();
+        let old = state
+            .get(&r.gr(), &key)
+            .ok_or_else(|| ApiError::not_found(&r.rt.group, &r.rt.plural, name))?;
+        let mut new = r.present(&old);
+        change(&mut new);
+        Ok(self
+            .update_locked(&mut state, &r, &key, &old, new, scope, opts, "Update")?
+            .object)
+    }
+
     /// Deletes an object with the real server's finalizer, grace-period and propagation rules.
     /// Returns the object: gone, or still present with `deletionTimestamp` set.
     pub fn delete(
