@@ -420,9 +420,17 @@ fn server_side_apply_of_every_calico_manifest() {
         return;
     };
     assert!(!versions.is_empty());
-    for dir in versions {
-        let h = common::start(true, "v1.30.6");
-        apply_calico(&h, &dir);
+    // Each Calico release against a different simulated Kubernetes version, oldest with
+    // oldest: the kubectl dispatcher then picks a different kubectl (1.27 to 1.33), and
+    // discovery and OpenAPI vary (no aggregated discovery before 1.26, protobuf OpenAPI v2
+    // for older kubectl, PSPs before 1.25).
+    const KUBERNETES: [&str; 10] = [
+        "v1.23.17", "v1.24.17", "v1.25.16", "v1.26.15", "v1.27.16", "v1.28.15", "v1.29.14",
+        "v1.30.10", "v1.32.5", "v1.33.2",
+    ];
+    for (i, dir) in versions.iter().enumerate() {
+        let h = common::start(true, KUBERNETES[i % KUBERNETES.len()]);
+        apply_calico(&h, dir);
         h.shutdown();
     }
 }

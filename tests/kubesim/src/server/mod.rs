@@ -5,6 +5,7 @@ pub mod admin;
 pub mod discovery;
 pub mod http;
 pub mod openapi;
+pub mod openapi_proto;
 pub mod resources;
 pub mod table;
 pub mod watch;
@@ -429,7 +430,19 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, ApiE
         }
         ["openapi", "v2"] => {
             read_only()?;
-            Ok(http::json(200, &openapi::v2(&catalog, &version)))
+            let wants_proto = accept.iter().any(|m| {
+                m.mime
+                    .starts_with("application/com.github.proto-openapi.spec.v2")
+            });
+            if wants_proto {
+                Ok(http::json_bytes(
+                    200,
+                    Bytes::from(openapi_proto::document(&catalog, &version)),
+                    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                ))
+            } else {
+                Ok(http::json(200, &openapi::v2(&catalog, &version)))
+            }
         }
         ["openapi", "v3"] if version.serves_openapi_v3() => {
             read_only()?;
