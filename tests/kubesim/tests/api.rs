@@ -1233,3 +1233,46 @@ async fn in_process_modify_and_subscriptions() {
         "{mf:?}"
     );
 }
+
+#[tokio::test]
+async fn watcher_with_streaming_lists() {
+    let h = start(true, "v1.32.5");
+    let c = client(&h).await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    cms.create(&PostParams::default(), &cm("before", json!({"s": "1"})))
+        .await
+        .unwrap();
+    let stream = watcher(
+        cms.clone(),
+        watcher::Config::default().labels("s=1").streaming_lists(),
+    );
+    let mut s = std::pin::pin!(stream);
+    let mut init_done = false;
+    let mut names = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(5), s.next()).await else {
+            continue;
+        };
+        match ev.unwrap() {
+            watcher::Event::InitApply(o) | watcher::Event::Apply(o) => {
+                names.insert(o.metadata.name.unwrap());
+            }
+            watcher::Event::InitDone => {
+                init_done = true;
+                cms.create(&PostParams::default(), &cm("after", json!({"s": "1"})))
+                    .await
+                    .unwrap();
+            }
+            _ => {}
+        }
+        if names.len() == 2 {
+            break;
+        }
+    }
+    assert!(
+        init_done,
+        "the initial-events-end bookmark ended the initial list"
+    );
+    assert_eq!(names.into_iter().collect::<Vec<_>>(), ["after", "before"]);
+}
