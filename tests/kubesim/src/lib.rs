@@ -13,6 +13,7 @@ pub mod error;
 pub mod faults;
 pub mod ids;
 pub mod kubeconfig;
+pub mod network;
 pub mod patch;
 pub mod selectors;
 pub mod server;
