@@ -318,6 +318,19 @@ fn builtin_table(version: &KubeVersion) -> Vec<Builtin> {
             &[],
             &[],
         ),
+        Builtin {
+            verbs: &["create"],
+            ..b(
+                "authorization.k8s.io",
+                V1,
+                "SelfSubjectAccessReview",
+                "selfsubjectaccessreviews",
+                CLUSTER,
+                &[],
+                &[],
+                &[],
+            )
+        },
         b(
             "apps",
             V1,

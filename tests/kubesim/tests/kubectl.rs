@@ -164,6 +164,11 @@ fn get_with_selectors_and_chunks() {
     assert!(err.contains("limit=2"), "{err}");
     assert!(err.contains("continue="), "{err}");
 
+    assert_eq!(
+        ok(&h, &["auth", "can-i", "delete", "pods", "-A"]).trim(),
+        "yes"
+    );
+    assert!(ok(&h, &["create", "token", "default"]).starts_with("kubesim.default."));
     let pods = ok(&h, &["get", "namespaces"]);
     assert!(
         pods.starts_with("NAME") && pods.contains("STATUS") && pods.contains("kube-system"),

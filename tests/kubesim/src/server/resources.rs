@@ -367,6 +367,41 @@ pub async fn handle(shared: Arc<Shared>, t: Target, p: RequestParts<'_>) -> ApiR
             };
             Ok(http::text(200, text))
         }
+        ("POST", None, None) if rt.group == "authorization.k8s.io" => {
+            // The simulator's single user is a cluster admin: every review is allowed, and
+            // reviews are answered, never stored, as on a real server.
+            let mut review = decode_body(p.content_type, &p.body)?;
+            if !review.is_object() {
+                return Err(ApiError::bad_request("the review must be an object"));
+            }
+            review["apiVersion"] = json!(r.api_version());
+            review["kind"] = json!(rt.kind);
+            review["status"] = json!({"allowed": true, "reason": "kubesim grants every request to its admin token"});
+            Ok(http::json(201, &review))
+        }
+        ("POST", Some(name), Some("token")) => {
+            let mut req = decode_body(p.content_type, &p.body)?;
+            c.get_stored(r, ns, name)?;
+            if !req.is_object() {
+                return Err(ApiError::bad_request("the TokenRequest must be an object"));
+            }
+            let seconds = req
+                .pointer("/spec/expirationSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(3600);
+            req["apiVersion"] = json!("authentication.k8s.io/v1");
+            req["kind"] = json!("TokenRequest");
+            req["metadata"] = json!({"name": name, "namespace": ns, "creationTimestamp": crate::clock::now_rfc3339()});
+            if !req.get("spec").is_some_and(Value::is_object) {
+                req["spec"] = json!({});
+            }
+            req["spec"]["expirationSeconds"] = json!(seconds);
+            req["status"] = json!({
+                "token": format!("kubesim.{}.{}", name, crate::ids::new_token()),
+                "expirationTimestamp": crate::clock::format_rfc3339(crate::clock::now_unix() + seconds),
+            });
+            Ok(http::json(201, &req))
+        }
         ("POST", None, None) => {
             let obj = decode_body(p.content_type, &p.body)?;
             let out = c.create_resolved(r, ns, obj, &write_options(p.query, p.user_agent)?)?;
