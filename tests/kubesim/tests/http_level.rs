@@ -9,7 +9,12 @@ use serde_json::json;
 
 #[test]
 fn authentication_and_status_bodies() {
-    let h = start(false, "v1.30.6");
+    let h = kubesim::Server::start(kubesim::ServerConfig {
+        tls: false,
+        anonymous_over_http: false,
+        ..Default::default()
+    })
+    .unwrap();
     let r = raw(&h, "GET", "/api/v1/namespaces", None, &[], b"");
     assert_eq!(r.status, 401);
     let s = r.json();
@@ -19,6 +24,17 @@ fn authentication_and_status_bodies() {
     );
     assert_eq!(
         raw(&h, "GET", "/version", Some("wrong"), &[], b"").status,
+        401
+    );
+    // By default plain HTTP serves requests without credentials (kubectl sends none over
+    // HTTP), but a wrong token is still refused.
+    let open = start(false, "v1.30.6");
+    assert_eq!(
+        raw(&open, "GET", "/api/v1/namespaces", None, &[], b"").status,
+        200
+    );
+    assert_eq!(
+        raw(&open, "GET", "/api/v1/namespaces", Some("wrong"), &[], b"").status,
         401
     );
     let t = Some(h.token());

@@ -62,6 +62,10 @@ pub struct ServerConfig {
     pub controllers: Vec<ControllerSpec>,
     /// Service CIDR for ClusterIPs.
     pub service_cidr: String,
+    /// Over plain HTTP, serve requests that carry no Authorization header as the admin, as the
+    /// old insecure port did: kubectl never sends credentials over HTTP. Wrong tokens still
+    /// get 401. Ignored with TLS.
+    pub anonymous_over_http: bool,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +82,7 @@ impl Default for ServerConfig {
             builtin_controllers: true,
             controllers: Vec::new(),
             service_cidr: "10.96.0.0/12".into(),
+            anonymous_over_http: true,
         }
     }
 }
@@ -107,6 +112,7 @@ pub struct Shared {
     /// Faults and counters.
     pub faults: Arc<FaultState>,
     token: String,
+    anonymous: bool,
     host: String,
     /// BOOKMARK period.
     pub bookmark_interval: Duration,
@@ -270,6 +276,7 @@ async fn run(
         cluster: cluster.clone(),
         faults,
         token,
+        anonymous: config.anonymous_over_http && tls.is_none(),
         host: format!("127.0.0.1:{}", addr.port()),
         bookmark_interval: config.bookmark_interval,
         openapi_v3: std::sync::Mutex::default(),
@@ -345,9 +352,12 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, ApiE
     if matches!(path.as_str(), "/healthz" | "/livez" | "/readyz") {
         return Ok(http::text(200, "ok"));
     }
-    let authorized = header(&req, "authorization")
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .is_some_and(|t| t.trim() == shared.token);
+    let authorized = match header(&req, "authorization") {
+        Some(h) => h
+            .strip_prefix("Bearer ")
+            .is_some_and(|t| t.trim() == shared.token),
+        None => shared.anonymous,
+    };
     if !authorized {
         return Err(ApiError::unauthorized());
     }
