@@ -566,3 +566,15 @@ fn custom_resources_are_pruned_and_validated_by_their_schema() {
         "{err}"
     );
 }
+
+#[test]
+fn kubectl_over_plain_http() {
+    if skip_without_kubectl("kubectl_over_plain_http") {
+        return;
+    }
+    let h = common::start(false, "v1.28.15");
+    let out = ok(&h, &["get", "namespaces", "-o", "name"]);
+    assert!(out.contains("namespace/kube-system"), "{out}");
+    let v = ok(&h, &["version", "-o", "json"]);
+    assert!(v.contains("\"gitVersion\": \"v1.28.15\""), "{v}");
+}
