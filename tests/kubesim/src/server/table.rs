@@ -95,21 +95,15 @@ fn map_string(m: Option<&Value>) -> String {
     )
 }
 
-fn pod_cells(o: &Value) -> Vec<Value> {
-    let statuses = o
-        .pointer("/status/containerStatuses")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let total = o
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
-    let ready = statuses
-        .iter()
-        .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true))
-        .count();
-    let restarts: i64 = statuses.iter().map(|c| i(c, "/restartCount")).sum();
+/// The STATUS column as kubectl's pod printer derives it: init containers first, then the
+/// last container with a waiting or terminated reason, then Terminating.
+fn pod_status_and_restarts(o: &Value) -> (String, usize, i64) {
+    let list = |p: &str| {
+        o.pointer(p)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
     let mut reason = {
         let r = s(o, "/status/reason");
         if r.is_empty() {
@@ -118,32 +112,104 @@ fn pod_cells(o: &Value) -> Vec<Value> {
             r.to_string()
         }
     };
-    for c in &statuses {
-        let w = s(c, "/state/waiting/reason");
-        let t = s(c, "/state/terminated/reason");
-        if !w.is_empty() {
-            reason = w.to_string();
-        } else if !t.is_empty() {
-            reason = t.to_string();
+    let init_specs = o
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let mut restarts = 0i64;
+    let mut ready = 0usize;
+    let mut initializing = false;
+    for (idx, c) in list("/status/initContainerStatuses").iter().enumerate() {
+        restarts += i(c, "/restartCount");
+        if c.pointer("/state/terminated").is_some() && i(c, "/state/terminated/exitCode") == 0 {
+            continue;
+        }
+        reason = if c.pointer("/state/terminated").is_some() {
+            let r = s(c, "/state/terminated/reason");
+            if !r.is_empty() {
+                format!("Init:{r}")
+            } else if i(c, "/state/terminated/signal") != 0 {
+                format!("Init:Signal:{}", i(c, "/state/terminated/signal"))
+            } else {
+                format!("Init:ExitCode:{}", i(c, "/state/terminated/exitCode"))
+            }
+        } else {
+            let w = s(c, "/state/waiting/reason");
+            if !w.is_empty() && w != "PodInitializing" {
+                format!("Init:{w}")
+            } else {
+                format!("Init:{idx}/{init_specs}")
+            }
+        };
+        initializing = true;
+        break;
+    }
+    if !initializing {
+        restarts = 0;
+        let mut has_running = false;
+        for c in list("/status/containerStatuses").iter().rev() {
+            restarts += i(c, "/restartCount");
+            let w = s(c, "/state/waiting/reason");
+            let t = s(c, "/state/terminated/reason");
+            if !w.is_empty() {
+                reason = w.to_string();
+            } else if !t.is_empty() {
+                reason = t.to_string();
+            } else if c.pointer("/state/terminated").is_some() {
+                reason = if i(c, "/state/terminated/signal") != 0 {
+                    format!("Signal:{}", i(c, "/state/terminated/signal"))
+                } else {
+                    format!("ExitCode:{}", i(c, "/state/terminated/exitCode"))
+                };
+            } else if c.pointer("/state/running").is_some()
+                && c.get("ready").and_then(Value::as_bool) == Some(true)
+            {
+                has_running = true;
+                ready += 1;
+            }
+        }
+        if reason == "Completed" && has_running {
+            let pod_ready = o
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True");
+            reason = if pod_ready { "Running" } else { "NotReady" }.to_string();
         }
     }
     if o.pointer("/metadata/deletionTimestamp").is_some() {
-        reason = "Terminating".into();
+        reason = if s(o, "/status/reason") == "NodeLost" {
+            "Unknown".to_string()
+        } else {
+            "Terminating".to_string()
+        };
     }
-    let ip = s(o, "/status/podIP");
-    let node = s(o, "/spec/nodeName");
+    (reason, ready, restarts)
+}
+
+fn pod_cells(o: &Value) -> Vec<Value> {
+    let total = o
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let (reason, ready, restarts) = pod_status_and_restarts(o);
+    let none = |x: &str| {
+        if x.is_empty() {
+            "<none>".to_string()
+        } else {
+            x.to_string()
+        }
+    };
     vec![
         json!(s(o, "/metadata/name")),
         json!(format!("{ready}/{total}")),
         json!(reason),
         json!(restarts),
-        json!(clock::age_of(
-            o.pointer("/metadata/creationTimestamp")
-                .and_then(Value::as_str)
-        )),
-        json!(if ip.is_empty() { "<none>" } else { ip }),
-        json!(if node.is_empty() { "<none>" } else { node }),
-        json!("<none>"),
+        json!(age_cell(o)),
+        json!(none(s(o, "/status/podIP"))),
+        json!(none(s(o, "/spec/nodeName"))),
+        json!(none(s(o, "/status/nominatedNodeName"))),
         json!("<none>"),
     ]
 }
@@ -669,6 +735,174 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, RowFn)> {
                 ]
             },
         ),
+        ("apps", "statefulsets") => (
+            vec![
+                name_col(),
+                col("Ready", "string", 0, "Number of the pod with ready state"),
+                age(),
+                col(
+                    "Containers",
+                    "string",
+                    1,
+                    "Names of each container in the template.",
+                ),
+                col(
+                    "Images",
+                    "string",
+                    1,
+                    "Images referenced by each container in the template.",
+                ),
+            ],
+            |o| {
+                let (c, im) = containers_and_images(o.pointer("/spec/template/spec"));
+                vec![
+                    json!(s(o, "/metadata/name")),
+                    json!(format!(
+                        "{}/{}",
+                        i(o, "/status/readyReplicas"),
+                        i(o, "/spec/replicas")
+                    )),
+                    json!(age_cell(o)),
+                    json!(c),
+                    json!(im),
+                ]
+            },
+        ),
+        ("apps", "controllerrevisions") => (
+            vec![
+                name_col(),
+                col("Controller", "string", 0, "Controller of the object"),
+                col(
+                    "Revision",
+                    "string",
+                    0,
+                    "Revision indicates the revision of the state represented by Data.",
+                ),
+                age(),
+            ],
+            |o| {
+                let owner = o
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .and_then(|a| {
+                        a.iter()
+                            .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+                    })
+                    .map(|r| {
+                        let api = s(r, "/apiVersion");
+                        let group = api.split_once('/').map_or("", |(g, _)| g);
+                        let kind = s(r, "/kind").to_ascii_lowercase();
+                        let qualified = if group.is_empty() {
+                            kind
+                        } else {
+                            format!("{kind}.{group}")
+                        };
+                        format!("{qualified}/{}", s(r, "/name"))
+                    })
+                    .unwrap_or_else(|| "<none>".into());
+                vec![
+                    json!(s(o, "/metadata/name")),
+                    json!(owner),
+                    json!(i(o, "/revision")),
+                    json!(age_cell(o)),
+                ]
+            },
+        ),
+        ("networking.k8s.io", "networkpolicies") => (
+            vec![
+                name_col(),
+                col(
+                    "Pod-Selector",
+                    "string",
+                    0,
+                    "Selects the pods to which this NetworkPolicy object applies.",
+                ),
+                age(),
+            ],
+            |o| {
+                let sel = selector_string(o.pointer("/spec/podSelector"));
+                let sel = if sel == "<none>" { String::new() } else { sel };
+                vec![
+                    json!(s(o, "/metadata/name")),
+                    json!(sel),
+                    json!(age_cell(o)),
+                ]
+            },
+        ),
+        ("coordination.k8s.io", "leases") => (
+            vec![
+                name_col(),
+                col(
+                    "Holder",
+                    "string",
+                    0,
+                    "holderIdentity contains the identity of the holder of a current lease.",
+                ),
+                age(),
+            ],
+            |o| {
+                vec![
+                    json!(s(o, "/metadata/name")),
+                    json!(s(o, "/spec/holderIdentity")),
+                    json!(age_cell(o)),
+                ]
+            },
+        ),
+        ("scheduling.k8s.io", "priorityclasses") => (
+            vec![
+                name_col(),
+                col(
+                    "Value",
+                    "integer",
+                    0,
+                    "value represents the integer value of this priority class.",
+                ),
+                col(
+                    "Global-Default",
+                    "boolean",
+                    0,
+                    "globalDefault specifies whether this PriorityClass should be considered as the default priority.",
+                ),
+                age(),
+                col(
+                    "PreemptionPolicy",
+                    "string",
+                    0,
+                    "preemptionPolicy is the Policy for preempting pods with lower priority.",
+                ),
+            ],
+            |o| {
+                vec![
+                    json!(s(o, "/metadata/name")),
+                    json!(i(o, "/value")),
+                    json!(
+                        o.get("globalDefault")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false)
+                    ),
+                    json!(age_cell(o)),
+                    json!(s(o, "/preemptionPolicy")),
+                ]
+            },
+        ),
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => (
+            vec![
+                name_col(),
+                col("Role", "string", 0, "RoleRef is the reference to the role."),
+                age(),
+            ],
+            |o| {
+                vec![
+                    json!(s(o, "/metadata/name")),
+                    json!(format!(
+                        "{}/{}",
+                        s(o, "/roleRef/kind"),
+                        s(o, "/roleRef/name")
+                    )),
+                    json!(age_cell(o)),
+                ]
+            },
+        ),
         ("policy", "poddisruptionbudgets") => (
             vec![
                 name_col(),
@@ -915,6 +1149,31 @@ fn object_is_null(row: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_status_reads_like_kubectl() {
+        let crash = json!({"spec": {"containers": [{"name": "a"}]}, "status": {"phase": "Running",
+            "containerStatuses": [{"name": "a", "ready": false, "restartCount": 4,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
+        assert_eq!(
+            pod_status_and_restarts(&crash),
+            ("CrashLoopBackOff".into(), 0, 4)
+        );
+        let init = json!({"spec": {"initContainers": [{"name": "i"}], "containers": [{"name": "a"}]},
+            "status": {"phase": "Pending", "initContainerStatuses": [{"name": "i", "restartCount": 0,
+                "state": {"running": {}}}]}});
+        assert_eq!(pod_status_and_restarts(&init).0, "Init:0/1");
+        let running = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]}, "status": {"phase": "Running",
+            "containerStatuses": [{"name": "a", "ready": true, "restartCount": 0, "state": {"running": {}}},
+                                  {"name": "b", "ready": true, "restartCount": 1, "state": {"running": {}}}]}});
+        assert_eq!(pod_status_and_restarts(&running), ("Running".into(), 2, 1));
+        let done = json!({"spec": {"containers": [{"name": "a"}]}, "status": {"phase": "Succeeded",
+            "containerStatuses": [{"name": "a", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"reason": "Completed", "exitCode": 0}}}]}});
+        assert_eq!(pod_status_and_restarts(&done).0, "Completed");
+        let going = json!({"metadata": {"deletionTimestamp": "2024-01-01T00:00:00Z"}, "status": {"phase": "Running"}});
+        assert_eq!(pod_status_and_restarts(&going).0, "Terminating");
+    }
 
     #[test]
     fn json_paths_of_calico_crds() {
