@@ -12,7 +12,7 @@ use super::http::{self, Query, Rendering, Resp};
 use super::table;
 use super::watch;
 use crate::cluster::{
-    DeleteOptions, ListOptions, ListPage, PatchType, Propagation, Resolved, WriteOptions, scale_of,
+    DeleteOptions, ListOptions, ListPage, PatchType, Propagation, Resolved, WriteOptions,
 };
 use crate::error::{ApiError, ApiResult};
 
@@ -327,8 +327,7 @@ pub async fn handle(shared: Arc<Shared>, t: Target, p: RequestParts<'_>) -> ApiR
         }
         ("GET", Some(name), None) if p.query.flag("watch") => {
             // Watching one object is a watch with a name field selector.
-            let mut q = Query::parse(None);
-            q = merge_query(p.query, &mut q, name);
+            let q = name_watch_query(p.query, name);
             watch::serve(
                 shared.clone(),
                 r.clone(),
@@ -550,7 +549,8 @@ pub async fn handle(shared: Arc<Shared>, t: Target, p: RequestParts<'_>) -> ApiR
     }
 }
 
-fn merge_query(orig: &Query, _scratch: &mut Query, name: &str) -> Query {
+/// The query of a watch on one object: the original parameters plus a name field selector.
+fn name_watch_query(orig: &Query, name: &str) -> Query {
     let mut raw = Vec::new();
     for key in [
         "resourceVersion",
@@ -582,9 +582,4 @@ fn encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// A Scale object for a workload (re-exported for handlers that render scales).
-pub fn scale(obj: &Value) -> Value {
-    scale_of(obj)
 }
