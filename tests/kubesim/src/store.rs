@@ -252,6 +252,9 @@ pub struct StoreState {
     by_uid: HashMap<String, (GroupResource, ObjectKey)>,
     history_limit: usize,
     channel_capacity: usize,
+    /// resourceVersion at which a type's table was dropped (a deleted CRD): a re-created type
+    /// cannot serve watches from before that.
+    dropped_at: HashMap<GroupResource, u64>,
 }
 
 /// The shared store.
@@ -291,6 +294,7 @@ impl Store {
                 by_uid: HashMap::new(),
                 history_limit: limits.history_per_resource.max(1),
                 channel_capacity: limits.channel_capacity.max(16),
+                dropped_at: HashMap::new(),
             }),
         }
     }
@@ -319,13 +323,14 @@ impl StoreState {
     }
 
     fn table_mut(&mut self, gr: &GroupResource) -> &mut ResourceTable {
-        let (floor, cap) = (self.rv, self.channel_capacity);
-        // A table created now has seen no history: watches from before now cannot be served
-        // exactly, except that nothing happened there, which `floor` 0 would wrongly claim for
-        // a re-created CRD type. Built-in types start empty at rv 1, so their floor is 0.
+        // A type whose table is created now had no changes before (tables are made on first
+        // write or watch), so every resourceVersion is a valid start, unless the type existed
+        // before and was dropped with its history.
+        let floor = self.dropped_at.get(gr).copied().unwrap_or(0);
+        let cap = self.channel_capacity;
         self.tables
             .entry(gr.clone())
-            .or_insert_with(|| ResourceTable::new(if floor <= 1 { 0 } else { floor }, cap))
+            .or_insert_with(|| ResourceTable::new(floor, cap))
     }
 
     /// One object.
@@ -489,6 +494,7 @@ impl StoreState {
     /// Drops a whole type (a deleted CRD): its watchers see their streams end.
     pub fn drop_table(&mut self, gr: &GroupResource) {
         self.tables.remove(gr);
+        self.dropped_at.insert(gr.clone(), self.rv);
     }
 
     /// Forgets all history, as an etcd compaction does: watches and continue tokens from before
@@ -541,6 +547,21 @@ mod tests {
             .snapshot(at, Some("a"), Some(&ObjectKey::new(Some("a"), "1")))
             .unwrap();
         assert_eq!(after.len(), 1);
+    }
+
+    #[test]
+    fn a_new_type_serves_watches_from_any_earlier_version() {
+        let store = Store::new(Catalog::default(), StoreLimits::default());
+        let cms = GroupResource::new("", "configmaps");
+        let pods = GroupResource::new("", "pods");
+        let mut s = store.write();
+        s.put(&cms, ObjectKey::new(Some("a"), "1"), obj("a", "1", 1));
+        let rv = s.current_rv();
+        s.put(&cms, ObjectKey::new(Some("a"), "2"), obj("a", "2", 1));
+        // No pod was ever written: a watch from an older version is valid, not 410.
+        assert!(s.subscribe(&pods, Some(rv)).is_ok());
+        s.drop_table(&cms);
+        assert_eq!(s.subscribe(&cms, Some(rv)).unwrap_err().code, 410);
     }
 
     #[test]
