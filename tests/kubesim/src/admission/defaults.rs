@@ -27,6 +27,10 @@ pub fn default_object(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) {
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("", "pods") => {
             default_pod_spec(obj_mut(obj, "spec"), true);
+            if old.is_none() {
+                let qos = qos_class(obj.get("spec"));
+                obj_mut(obj, "status").insert("qosClass".into(), json!(qos));
+            }
         }
         ("", "namespaces") => {
             let name = obj
@@ -382,5 +386,61 @@ fn default_job(obj: &mut Value, old: Option<&Value>) {
                 ps.shift_remove("restartPolicy");
             }
         }
+    }
+}
+
+/// The QoS class the real server records on pod creation: Guaranteed when every container
+/// has CPU and memory limits equal to its requests, BestEffort when none has any, else
+/// Burstable.
+fn qos_class(spec: Option<&Value>) -> &'static str {
+    let containers: Vec<&Value> = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|l| {
+            spec.and_then(|s| s.get(*l))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        })
+        .collect();
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in containers {
+        let requests = c.pointer("/resources/requests").and_then(Value::as_object);
+        let limits = c.pointer("/resources/limits").and_then(Value::as_object);
+        if requests.is_some_and(|m| !m.is_empty()) || limits.is_some_and(|m| !m.is_empty()) {
+            any = true;
+        }
+        for r in ["cpu", "memory"] {
+            let limit = limits.and_then(|m| m.get(r));
+            // A request defaults to the limit when only the limit is set.
+            let request = requests.and_then(|m| m.get(r)).or(limit);
+            if limit.is_none() || request != limit {
+                guaranteed = false;
+            }
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qos_classes() {
+        let c = |r: Value| json!({"containers": [{"name": "a", "resources": r}]});
+        assert_eq!(qos_class(Some(&c(json!({})))), "BestEffort");
+        assert_eq!(
+            qos_class(Some(&c(json!({"requests": {"cpu": "100m"}})))),
+            "Burstable"
+        );
+        assert_eq!(
+            qos_class(Some(&c(json!({"limits": {"cpu": "1", "memory": "1Gi"}})))),
+            "Guaranteed"
+        );
     }
 }
