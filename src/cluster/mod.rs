@@ -106,6 +106,25 @@ pub async fn client(conn: &Connection) -> Result<Client> {
         .with_context(|| format!("cannot build a client for {}", conn.describe()))
 }
 
+/// The cluster's name as the kubeconfig calls it (for backup folder names), or `cluster`.
+pub fn cluster_name(conn: &Connection) -> String {
+    let kubeconfig = match &conn.kubeconfig {
+        Some(p) => Kubeconfig::read_from(p).ok(),
+        None => Kubeconfig::read().ok(),
+    };
+    let Some(kc) = kubeconfig else {
+        return "cluster".into();
+    };
+    let context = conn.context.clone().or(kc.current_context.clone());
+    kc.contexts
+        .iter()
+        .find(|c| Some(&c.name) == context.as_ref())
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone())
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "cluster".into())
+}
+
 /// The Kubernetes version the API server reports on `/version`.
 pub async fn server_version(client: &Client) -> Result<KubernetesVersion> {
     let info = client
