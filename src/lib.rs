@@ -9,6 +9,9 @@
 //! - [`catalog`]: the compiled-in Calico release catalog and the matrix derived from it.
 //! - [`matrix`]: `calico_matrix`, planning versions and paths.
 //! - [`cluster`]: cluster access shared by the modules that talk to a cluster.
+//! - [`upgrade`]: `calico_upgrade`, detect/check/backup/upgrade/wait/rollback.
+//! - [`nettest`]: `calico_nettest`, exec-free pod network tests.
+//! - [`fsutil`]: atomic file writes.
 
 // Failures carry partial facts by design (a rollback's result, the nodes that were not ready);
 // they are built once per run, so their size does not matter.
@@ -16,6 +19,9 @@
 
 pub mod catalog;
 pub mod cluster;
+pub mod fsutil;
 pub mod matrix;
 pub mod module;
+pub mod nettest;
+pub mod upgrade;
 pub mod version;
