@@ -7,7 +7,7 @@ CARGO   ?= cargo
 PYTHON  ?= python3
 VENV    := .venv
 LIBRARY := ansible/roles/k8s_calico/library
-MODULES := calico_matrix
+MODULES := calico_matrix calico_upgrade calico_nettest
 MUSL    := x86_64-unknown-linux-musl
 ANSIBLE_PLAYBOOK := $(VENV)/bin/ansible-playbook
 # Installs Debian packages, as root or through sudo, refreshing the package lists if needed.

@@ -10,7 +10,11 @@ const LIBRARY: &str = concat!(
 );
 
 fn modules() -> Vec<&'static ModuleSpec> {
-    vec![&k8s_calico::matrix::SPEC]
+    vec![
+        &k8s_calico::matrix::SPEC,
+        &k8s_calico::upgrade::SPEC,
+        &k8s_calico::nettest::SPEC,
+    ]
 }
 
 fn sidecar(name: &str) -> Value {
