@@ -76,20 +76,42 @@ pub fn plan_input(m: &mut Module) -> Result<PlanInput, Failure> {
         }
         _ => None,
     };
+    let mut current = current;
     let kubernetes = match version_arg::<KubernetesVersion>(m, "kubernetes_version")? {
         Some(k) => k,
         None => {
+            // Connected anyway: the running Calico is detected too when not given, from the
+            // calico-node pods' images (what really runs), as calico_upgrade does.
             let conn = Connection::from_module(m);
-            module::block_on(async {
+            let want_calico = current.is_none();
+            let (k, detected) = module::block_on(async {
                 let client = cluster::client(&conn).await?;
-                cluster::server_version(&client).await
+                let k = cluster::server_version(&client).await?;
+                let detected = if want_calico {
+                    Some(cluster::detect::detect(&client).await)
+                } else {
+                    None
+                };
+                anyhow::Ok((k, detected))
             })?
             .map_err(|e| {
                 Failure::new(format!(
                     "kubernetes_version not given and it could not be read from the cluster: {}",
                     Failure::from(e).msg
                 ))
-            })?
+            })?;
+            match detected {
+                Some(Ok(d)) => match d.install.as_ref().and_then(|i| i.current()) {
+                    Some(v) => current = Some(v),
+                    None => m.warn("no running Calico was found in the cluster: the plan has no upgrade path; give calico_version to plan from a release"),
+                },
+                Some(Err(e)) => m.warn(format!(
+                    "the running Calico could not be detected ({}); give calico_version",
+                    Failure::from(e).msg
+                )),
+                None => {}
+            }
+            k
         }
     };
     Ok(PlanInput {
