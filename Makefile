@@ -44,9 +44,10 @@ test-tools:
 		$(call APT_INSTALL,$(TEST_PACKAGES)); \
 	fi
 
-lint:
+lint: venv
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/ansible-lint --offline --format=pep8 ansible/roles playbooks
 
 ## Everything CI checks. The Ansible end-to-end tests are Rust tests that drive the real
 ## ansible-playbook from the virtualenv; K8S_CALICO_NO_SKIP makes every test whose tools are
