@@ -4,40 +4,19 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_calico_matrix");
 
-/// Runs the binary on `args` and returns (result, exit code), checking the protocol on the way:
-/// stdout is exactly one line holding one JSON object.
+mod support;
+
 fn run(args: Value) -> (Value, i32) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("args");
-    std::fs::write(&path, serde_json::to_vec(&args).unwrap()).unwrap();
-    run_path(Some(&path))
+    support::module::run(BIN, &args)
 }
 
 fn run_path(path: Option<&Path>) -> (Value, i32) {
-    let mut cmd = Command::new(BIN);
-    if let Some(p) = path {
-        cmd.arg(p);
-    }
-    // The cluster lookup must not find a developer's own kubeconfig.
-    cmd.env_remove("KUBECONFIG")
-        .env_remove("K8S_AUTH_KUBECONFIG")
-        .env("HOME", "/nonexistent");
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(
-        stdout.lines().count(),
-        1,
-        "stdout must be one line: {stdout:?}"
-    );
-    let v: Value = serde_json::from_str(&stdout).unwrap();
-    assert!(v.is_object());
-    (v, out.status.code().unwrap())
+    support::module::run_path(BIN, path)
 }
 
 fn facts(args: Value) -> Value {
@@ -49,12 +28,7 @@ fn facts(args: Value) -> Value {
 }
 
 fn failure(args: Value) -> String {
-    let (out, code) = run(args);
-    assert_eq!(out["failed"], json!(true), "{out}");
-    assert_eq!(code, 1);
-    let msg = out["msg"].as_str().unwrap().to_string();
-    assert!(!msg.contains('\n'));
-    msg
+    support::module::failure(BIN, &args)
 }
 
 /// The catalog data read independently of the library, to check the binary against it.

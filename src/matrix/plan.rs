@@ -50,6 +50,46 @@ impl CalicoTarget {
             .map(CalicoTarget::Minor)
             .map_err(|_| format!("'{s}' is not a Calico version such as 3.28.5, v3.28.5 or 3.28"))
     }
+
+    /// The catalog release this target names: the release itself, or the latest installable
+    /// patch of the minor. The error reads after the parameter's name ("v4.0.0 is not ...").
+    pub fn resolve(&self, c: &Catalog) -> Result<Version, String> {
+        let target = match self {
+            CalicoTarget::Minor(m) => {
+                return c
+                    .latest_installable(*m)
+                    .map(|r| r.version.clone())
+                    .ok_or_else(|| {
+                        format!(
+                            "{m} is not a Calico minor the catalog knows ({} to {})",
+                            c.oldest_release().version.minor(),
+                            c.newest_release().version.minor()
+                        )
+                    });
+            }
+            CalicoTarget::Release(v) => v.clone(),
+        };
+        if c.release(&target).is_some() {
+            return Ok(target);
+        }
+        let known: Vec<String> = c
+            .releases_of(target.minor())
+            .map(|r| r.version.to_string())
+            .collect();
+        Err(if known.is_empty() {
+            format!(
+                "{target} is not a Calico release the catalog knows ({} to {})",
+                c.oldest_release().version,
+                c.newest_release().version
+            )
+        } else {
+            format!(
+                "{target} is not a Calico release; {} has {}",
+                target.minor(),
+                known.join(", ")
+            )
+        })
+    }
 }
 
 /// What to plan for.
@@ -313,37 +353,13 @@ fn resolve_target(
 ) -> Result<Version, String> {
     let target = match pin {
         None => return Ok(row.recommended.clone()),
-        Some(CalicoTarget::Minor(m)) => c
-            .latest_installable(*m)
-            .map(|r| r.version.clone())
-            .ok_or_else(|| {
-                format!(
-                    "target_calico_version {m} is not a Calico minor the catalog knows ({} to {})",
-                    c.oldest_release().version.minor(),
-                    c.newest_release().version.minor()
-                )
-            })?,
-        Some(CalicoTarget::Release(v)) => v.clone(),
+        Some(t) => t
+            .resolve(c)
+            .map_err(|e| format!("target_calico_version {e}"))?,
     };
-    let Some(release) = c.release(&target) else {
-        let known: Vec<String> = c
-            .releases_of(target.minor())
-            .map(|r| r.version.to_string())
-            .collect();
-        return Err(if known.is_empty() {
-            format!(
-                "target_calico_version {target} is not a Calico release the catalog knows ({} to {})",
-                c.oldest_release().version,
-                c.newest_release().version
-            )
-        } else {
-            format!(
-                "target_calico_version {target} is not a Calico release; {} has {}",
-                target.minor(),
-                known.join(", ")
-            )
-        });
-    };
+    let release = c
+        .release(&target)
+        .ok_or_else(|| format!("target_calico_version {target} is not in the catalog"))?;
     if let Some(why) = release.refused() {
         return Err(format!(
             "target_calico_version {target} must not be installed: {why}"

@@ -126,7 +126,13 @@ fn options(m: &mut Module) -> Result<Options, Failure> {
     }
     let target = m
         .str("target_version")
-        .map(|s| CalicoTarget::parse(s).map_err(|e| bad(format!("target_version: {e}"))))
+        .map(|s| {
+            let t = CalicoTarget::parse(s).map_err(|e| bad(format!("target_version: {e}")))?;
+            // Refused before any cluster is contacted.
+            t.resolve(catalog())
+                .map_err(|e| bad(format!("target_version {e}")))?;
+            Ok::<_, Failure>(t)
+        })
         .transpose()?;
     let kubernetes = m
         .str("kubernetes_version")
