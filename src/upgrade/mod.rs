@@ -522,6 +522,9 @@ impl Job {
                 let merged = customize::carry_over(&base.objects, live, &target.objects);
                 if report {
                     self.fact("customizations", merged.report.to_json());
+                    if let Some(Value::Array(checks)) = self.facts.get_mut("prechecks") {
+                        checks.push(json!(precheck::Check::customizations(&merged.report)));
+                    }
                     for d in merged.report.dropped_messages() {
                         self.warn(format!(
                             "customisation not carried to {}: {d}",

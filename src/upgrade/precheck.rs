@@ -33,6 +33,23 @@ pub struct Check {
 }
 
 impl Check {
+    /// The `customizations` entry: what a manifest install's local changes become.
+    pub fn customizations(report: &crate::upgrade::customize::Report) -> Self {
+        let mut c = Check::new(
+            "customizations",
+            report.dropped.is_empty(),
+            false,
+            format!(
+                "{} local customisations found: {} carried over, {} cannot be",
+                report.carried.len() + report.dropped.len(),
+                report.carried.len(),
+                report.dropped.len()
+            ),
+        );
+        c.data = json!({"carried": report.carried.len(), "dropped": report.dropped.len()});
+        c
+    }
+
     fn new(name: &str, ok: bool, blocking: bool, detail: impl Into<String>) -> Self {
         Self {
             name: name.into(),
