@@ -135,3 +135,17 @@ pub async fn server_version(client: &Client) -> Result<KubernetesVersion> {
         .parse()
         .map_err(|e| anyhow!("the API server reports an unusable version: {e}"))
 }
+
+/// An API group's discovery, or `None` when the server does not serve it (kube reports that as
+/// a missing group, or a 404 from an aggregated server).
+pub async fn served_group(
+    client: &Client,
+    group: &str,
+) -> Result<Option<kube::discovery::ApiGroup>> {
+    match kube::discovery::group(client, group).await {
+        Ok(g) => Ok(Some(g)),
+        Err(kube::Error::Discovery(kube::error::DiscoveryError::MissingApiGroup(_))) => Ok(None),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+        Err(e) => Err(anyhow!("discovering API group {group}: {e}")),
+    }
+}

@@ -220,11 +220,9 @@ async fn selections(client: &Client) -> Result<Vec<Selection>> {
         name_prefixes: &[],
     });
     for group in CALICO_GROUPS {
-        let g = match discovery::group(client, group).await {
-            Ok(g) => g,
-            // Not served: nothing of it to back up.
-            Err(kube::Error::Api(e)) if e.code == 404 => continue,
-            Err(e) => return Err(anyhow!("discovering API group {group}: {e}")),
+        // Not served: nothing of it to back up.
+        let Some(g) = crate::cluster::served_group(client, group).await? else {
+            continue;
         };
         for (ar, caps) in g.recommended_resources() {
             if !caps.supports_operation(discovery::verbs::LIST) {

@@ -104,16 +104,16 @@ async fn each_meta(
 
 /// The served kinds of an API group, or none when it is not served.
 async fn served(client: &Client, group: &str) -> Result<Vec<ApiResource>> {
-    match discovery::group(client, group).await {
-        Ok(g) => Ok(g
-            .recommended_resources()
-            .into_iter()
-            .filter(|(_, c)| c.supports_operation(discovery::verbs::LIST))
-            .map(|(a, _)| a)
-            .collect()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(Vec::new()),
-        Err(e) => Err(anyhow!("discovering {group}: {e}")),
-    }
+    Ok(crate::cluster::served_group(client, group)
+        .await?
+        .map(|g| {
+            g.recommended_resources()
+                .into_iter()
+                .filter(|(_, c)| c.supports_operation(discovery::verbs::LIST))
+                .map(|(a, _)| a)
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// Runs every pre-check.
