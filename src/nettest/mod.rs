@@ -699,6 +699,11 @@ impl<'a> Tester<'a> {
         not_tested: &mut Vec<NotTested>,
     ) -> Result<HashMap<String, ProbeResult>> {
         let s = self.settings.clone();
+        let answers_needed: BTreeSet<&str> = todo
+            .iter()
+            .filter(|t| t.backend_group.is_some())
+            .map(|t| t.id.as_str())
+            .collect();
         let mut groups: BTreeMap<(String, bool), Vec<&Target>> = BTreeMap::new();
         for t in todo {
             groups
@@ -829,9 +834,11 @@ impl<'a> Tester<'a> {
             }
             // The termination message holds the verdicts of the failures; the log has every
             // probe, and is only read when it must be.
+            // Service probes need their answers too: which backend replied.
             let need_log = summary
                 .as_ref()
-                .is_none_or(|s| s.truncated || !s.failed.is_empty());
+                .is_none_or(|s| s.truncated || !s.failed.is_empty())
+                || ids.iter().any(|id| answers_needed.contains(id.as_str()));
             let mut per_id: HashMap<String, ProbeResult> = HashMap::new();
             if need_log {
                 let log = pods
