@@ -81,6 +81,22 @@ pub fn builtin() -> Vec<ControllerSpec> {
     )]
 }
 
+/// The simulation's node side and workload controllers: the scheduler, the kubelets, node
+/// heartbeats and lifecycle, and the DaemonSet, Deployment, ReplicaSet, Job and disruption
+/// controllers (started when `ServerConfig.sim.kubelet` is set).
+pub fn simulation() -> Vec<ControllerSpec> {
+    vec![
+        ControllerSpec::new("default-scheduler", crate::kubelet::scheduler::run),
+        ControllerSpec::new("kubelet", crate::kubelet::kubelets),
+        ControllerSpec::new("node-lifecycle", crate::kubelet::nodes),
+        ControllerSpec::new("daemonset-controller", crate::workloads::daemonset::run),
+        ControllerSpec::new("deployment-controller", crate::workloads::deployment::run),
+        ControllerSpec::new("replicaset-controller", crate::workloads::replicaset::run),
+        ControllerSpec::new("job-controller", crate::workloads::job::run),
+        ControllerSpec::new("disruption-controller", crate::workloads::disruption::run),
+    ]
+}
+
 const MANAGER: &str = "kube-controller-manager";
 
 /// Gives each new namespace its `default` ServiceAccount and `kube-root-ca.crt` ConfigMap, and

@@ -520,8 +520,13 @@ fn the_binary_prints_its_address_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = lines.next().unwrap().unwrap();
-    let path = lines.next().unwrap().unwrap();
+    let ready = lines.next().unwrap().unwrap();
+    let mut words = ready
+        .strip_prefix("kubesim: ready ")
+        .expect(&ready)
+        .split(' ');
+    let url = words.next().unwrap().to_string();
+    let path = words.next().unwrap().to_string();
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     assert_eq!(path, kc.to_str().unwrap());
     let config: serde_json::Value =

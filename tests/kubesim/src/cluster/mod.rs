@@ -88,6 +88,8 @@ pub struct ClusterSettings {
     pub service_cidr: String,
     /// Store limits.
     pub limits: StoreLimits,
+    /// Simulation timing and faults.
+    pub sim: crate::sim::SimConfig,
 }
 
 impl Default for ClusterSettings {
@@ -97,6 +99,7 @@ impl Default for ClusterSettings {
             crd_establish_delay: Duration::from_millis(200),
             service_cidr: "10.96.0.0/12".into(),
             limits: StoreLimits::default(),
+            sim: crate::sim::SimConfig::default(),
         }
     }
 }
@@ -111,6 +114,7 @@ struct ClusterInner {
     service_ips: Mutex<ServiceIpAllocator>,
     logs: Mutex<HashMap<LogKey, String>>,
     runtime: Option<tokio::runtime::Handle>,
+    sim: Arc<crate::sim::Sim>,
 }
 
 /// Hands out ClusterIPs from the service CIDR, lowest free first, as the real allocator does
@@ -205,6 +209,7 @@ impl Cluster {
                 service_ips: Mutex::new(ServiceIpAllocator::new(&settings.service_cidr)),
                 logs: Mutex::new(HashMap::new()),
                 runtime: tokio::runtime::Handle::try_current().ok(),
+                sim: Arc::new(crate::sim::Sim::new(&settings.sim)),
             }),
         };
         cluster.seed();
@@ -250,6 +255,11 @@ impl Cluster {
                 &opts,
             );
         }
+    }
+
+    /// The simulation's timing and faults.
+    pub fn sim(&self) -> &Arc<crate::sim::Sim> {
+        &self.inner.sim
     }
 
     /// The simulated Kubernetes version.

@@ -5,6 +5,10 @@
 //! - `GET /kubesim/counters`, `DELETE /kubesim/counters` (or `POST /kubesim/counters/reset`)
 //! - `GET|PUT /kubesim/version` with `{"version": "v1.28.3"}`
 //! - `POST /kubesim/compact` — forget history (old watches and continue tokens get 410)
+//! - `GET|PUT|DELETE /kubesim/sim-faults` — workload, node and network faults
+//!   ([`SimFaults`](crate::sim::SimFaults))
+//! - `PUT /kubesim/nodes/<name>/kubelet-version` with `{"version": "v1.28.15"}` — what a
+//!   restarted kubelet reports (kubeadm upgrade tests)
 
 use std::sync::Arc;
 
@@ -42,6 +46,31 @@ pub fn serve(shared: &Arc<Shared>, method: &Method, rest: &[&str], body: &[u8]) 
         ("DELETE", ["faults"]) => {
             shared.faults.clear_faults();
             Ok(http::json(200, &json!(shared.faults.faults())))
+        }
+        ("GET", ["sim-faults"]) => Ok(http::json(200, &json!(shared.cluster.sim().faults()))),
+        ("PUT" | "POST", ["sim-faults"]) => {
+            let f: crate::sim::SimFaults = serde_json::from_value(parse()?)
+                .map_err(|e| ApiError::bad_request(format!("invalid sim-faults: {e}")))?;
+            shared.cluster.sim().set_faults(f.clone());
+            Ok(http::json(200, &json!(f)))
+        }
+        ("DELETE", ["sim-faults"]) => {
+            shared.cluster.sim().set_faults(Default::default());
+            Ok(http::json(200, &json!({})))
+        }
+        ("PUT" | "POST", ["nodes", name, "kubelet-version"]) => {
+            let v = parse()?;
+            let version = v
+                .get("version")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::bad_request("body must be {\"version\": \"v1.X.Y\"}"))?
+                .to_string();
+            KubeVersion::parse(&version).map_err(ApiError::bad_request)?;
+            crate::kubelet::set_kubelet_version(&shared.cluster, name, &version)?;
+            Ok(http::json(
+                200,
+                &json!({"node": name, "kubeletVersion": version}),
+            ))
         }
         ("GET", ["counters"]) => Ok(http::json(200, &json!(shared.faults.counters()))),
         ("DELETE", ["counters"]) | ("POST", ["counters", "reset"]) => {

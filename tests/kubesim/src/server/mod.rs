@@ -66,6 +66,9 @@ pub struct ServerConfig {
     /// old insecure port did: kubectl never sends credentials over HTTP. Wrong tokens still
     /// get 401. Ignored with TLS.
     pub anonymous_over_http: bool,
+    /// Simulation timing and faults; `sim.kubelet` runs the scheduler, kubelets and workload
+    /// controllers (with `builtin_controllers`).
+    pub sim: crate::sim::SimConfig,
 }
 
 impl Default for ServerConfig {
@@ -83,6 +86,7 @@ impl Default for ServerConfig {
             controllers: Vec::new(),
             service_cidr: "10.96.0.0/12".into(),
             anonymous_over_http: true,
+            sim: crate::sim::SimConfig::default(),
         }
     }
 }
@@ -260,6 +264,7 @@ async fn run(
                 history_per_resource: config.watch_history_per_resource,
                 ..StoreLimits::default()
             },
+            sim: config.sim.clone(),
         });
         anyhow::Ok((listener, addr, tls, cluster))
     };
@@ -284,6 +289,9 @@ async fn run(
     let mut specs = Vec::new();
     if config.builtin_controllers {
         specs.extend(controllers::builtin());
+        if config.sim.kubelet {
+            specs.extend(controllers::simulation());
+        }
     }
     specs.extend(config.controllers);
     for spec in specs {

@@ -1,0 +1,290 @@
+//! The scheduler: binds each unscheduled pod to a node that fits, spreading pods over nodes,
+//! or marks it `PodScheduled=False` (`Unschedulable`) with the reasons per node, as
+//! kube-scheduler's message gives them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Value, json};
+
+use crate::cluster::{Cluster, WriteOptions};
+use crate::controllers::Shutdown;
+
+/// Runs the scheduler until shutdown: on every pod or node change, and every few hundred
+/// milliseconds for pods still waiting.
+pub async fn run(cluster: Cluster, mut shutdown: Shutdown) {
+    let Ok(mut pods) = cluster.subscribe("v1", "pods", None) else {
+        return;
+    };
+    let Ok(mut nodes) = cluster.subscribe("v1", "nodes", None) else {
+        return;
+    };
+    loop {
+        schedule_pending(&cluster);
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = pods.next() => {}
+            _ = nodes.next() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(300)) => {}
+        }
+        // Drain what else arrived: one pass handles it all.
+        while pods.try_next().is_some() {}
+        while nodes.try_next().is_some() {}
+    }
+}
+
+fn schedule_pending(cluster: &Cluster) {
+    let all = cluster
+        .list("v1", "pods", None, &Default::default())
+        .unwrap_or_default();
+    let pending: Vec<&Value> = all
+        .iter()
+        .filter(|p| {
+            p.pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+                && p.pointer("/metadata/deletionTimestamp").is_none()
+                && p.pointer("/status/phase")
+                    .and_then(Value::as_str)
+                    .unwrap_or("Pending")
+                    == "Pending"
+        })
+        .collect();
+    if pending.is_empty() {
+        return;
+    }
+    let nodes = cluster
+        .list("v1", "nodes", None, &Default::default())
+        .unwrap_or_default();
+    let mut load: HashMap<String, usize> = HashMap::new();
+    for p in &all {
+        if let Some(n) = p.pointer("/spec/nodeName").and_then(Value::as_str) {
+            *load.entry(n.to_string()).or_default() += 1;
+        }
+    }
+    for pod in pending {
+        let ns = pod
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        let name = pod
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        let mut best: Option<(&str, usize)> = None;
+        for node in &nodes {
+            let node_name = node
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            match fits(pod, node) {
+                Ok(()) => {
+                    let l = load.get(node_name).copied().unwrap_or(0);
+                    if best.is_none_or(|(_, b)| l < b) {
+                        best = Some((node_name, l));
+                    }
+                }
+                Err(why) => *reasons.entry(why).or_default() += 1,
+            }
+        }
+        match best {
+            Some((node, _)) => {
+                if cluster.bind(ns, name, node).is_ok() {
+                    *load.entry(node.to_string()).or_default() += 1;
+                }
+            }
+            None => {
+                let n = nodes.len();
+                let parts: Vec<String> = reasons.iter().map(|(r, c)| format!("{c} {r}")).collect();
+                let message = format!(
+                    "0/{n} nodes are available: {}. preemption: 0/{n} nodes are available: {n} Preemption is not helpful for scheduling.",
+                    if parts.is_empty() {
+                        "no nodes".to_string()
+                    } else {
+                        parts.join(", ")
+                    }
+                );
+                let already = pod
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "PodScheduled" && c["message"] == json!(message))
+                    });
+                if !already {
+                    let _ = cluster.modify("v1", "pods", Some(ns), name, Some("status"), &WriteOptions::manager("default-scheduler"), |p| {
+                        p["status"]["phase"] = json!("Pending");
+                        p["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                            "message": message, "lastProbeTime": null, "lastTransitionTime": crate::clock::now_rfc3339()}]);
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn labels(v: &Value) -> BTreeMap<String, String> {
+    v.pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether `pod` may run on `node`, or the scheduler's reason why not.
+pub fn fits(pod: &Value, node: &Value) -> Result<(), String> {
+    let node_labels = labels(node);
+    let node_name = node
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if let Some(sel) = pod.pointer("/spec/nodeSelector").and_then(Value::as_object)
+        && !sel
+            .iter()
+            .all(|(k, v)| node_labels.get(k).map(String::as_str) == v.as_str())
+    {
+        return Err("node(s) didn't match Pod's node affinity/selector".into());
+    }
+    if let Some(terms) = pod
+        .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+        .and_then(Value::as_array)
+        && !terms.is_empty()
+        && !terms.iter().any(|t| term_matches(t, &node_labels, node_name))
+    {
+        return Err("node(s) didn't match Pod's node affinity/selector".into());
+    }
+    let tolerations = pod
+        .pointer("/spec/tolerations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut taints = node
+        .pointer("/spec/taints")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if node.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+        taints.push(json!({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}));
+    }
+    for t in &taints {
+        let effect = t["effect"].as_str().unwrap_or("");
+        if effect != "NoSchedule" && effect != "NoExecute" {
+            continue;
+        }
+        if !tolerations.iter().any(|tol| tolerates(tol, t)) {
+            if t["key"] == "node.kubernetes.io/unschedulable" {
+                return Err("node(s) were unschedulable".into());
+            }
+            let value = t["value"]
+                .as_str()
+                .map(|v| format!(": {v}"))
+                .unwrap_or_default();
+            return Err(format!(
+                "node(s) had untolerated taint {{{}{value}}}",
+                t["key"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn term_matches(term: &Value, labels: &BTreeMap<String, String>, node_name: &str) -> bool {
+    let exprs = term
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let fields = term
+        .get("matchFields")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if exprs.is_empty() && fields.is_empty() {
+        return false;
+    }
+    exprs.iter().all(|e| {
+        requirement(
+            e,
+            labels
+                .get(e["key"].as_str().unwrap_or(""))
+                .map(String::as_str),
+        )
+    }) && fields.iter().all(|f| {
+        let value = (f["key"] == "metadata.name").then_some(node_name);
+        requirement(f, value)
+    })
+}
+
+fn requirement(e: &Value, value: Option<&str>) -> bool {
+    let values: Vec<&str> = e["values"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    match e["operator"].as_str().unwrap_or("") {
+        "In" => value.is_some_and(|v| values.contains(&v)),
+        "NotIn" => value.is_none_or(|v| !values.contains(&v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" | "Lt" => {
+            let (Some(v), Some(w)) = (
+                value.and_then(|v| v.parse::<i64>().ok()),
+                values.first().and_then(|w| w.parse::<i64>().ok()),
+            ) else {
+                return false;
+            };
+            if e["operator"] == "Gt" { v > w } else { v < w }
+        }
+        _ => false,
+    }
+}
+
+/// Whether a toleration tolerates a taint (Kubernetes' rules: empty key with `Exists`
+/// tolerates everything; an empty effect matches every effect).
+pub fn tolerates(tol: &Value, taint: &Value) -> bool {
+    let effect_ok = match tol["effect"].as_str() {
+        None | Some("") => true,
+        Some(e) => Some(e) == taint["effect"].as_str(),
+    };
+    if !effect_ok {
+        return false;
+    }
+    let key = tol["key"].as_str().unwrap_or("");
+    match tol["operator"].as_str().unwrap_or("Equal") {
+        "Exists" => key.is_empty() || Some(key) == taint["key"].as_str(),
+        _ => {
+            Some(key) == taint["key"].as_str()
+                && tol["value"].as_str().unwrap_or("") == taint["value"].as_str().unwrap_or("")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taints_selectors_and_daemonset_pinning() {
+        let node = json!({"metadata": {"name": "cp1", "labels": {"kubernetes.io/os": "linux"}},
+            "spec": {"taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]}});
+        let plain = json!({"spec": {}});
+        assert!(
+            fits(&plain, &node)
+                .unwrap_err()
+                .contains("untolerated taint {node-role.kubernetes.io/control-plane}")
+        );
+        let tolerant = json!({"spec": {"tolerations": [{"operator": "Exists"}], "nodeSelector": {"kubernetes.io/os": "linux"}}});
+        assert!(fits(&tolerant, &node).is_ok());
+        let pinned = json!({"spec": {"tolerations": [{"operator": "Exists"}], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+            {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["w1"]}]}]}}}}});
+        assert!(fits(&pinned, &node).is_err());
+        let cordoned = json!({"metadata": {"name": "w1"}, "spec": {"unschedulable": true}});
+        assert_eq!(
+            fits(&plain, &cordoned).unwrap_err(),
+            "node(s) were unschedulable"
+        );
+    }
+}
