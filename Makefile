@@ -70,6 +70,20 @@ dist:
 	@for m in $(MODULES); do install -m 0755 target/$(MUSL)/release/$$m dist/$$m; cp $(LIBRARY)/$$m.yml dist/; done
 	@file dist/* | grep -v '\.yml' || true
 
+## Benchmarks against kubesim, rewriting docs/benchmarks.md (not part of `make test`): the
+## release modules beside kubernetes.core (its own virtualenv) and kubectl, measured with GNU time.
+## BENCH_ARGS=--quick for a smoke run, --full for the 300,000-object backup, --only ROW for one row.
+BENCH_VENV := .venv-bench
+bench: build $(BENCH_VENV)/.installed
+	@[ -x /usr/bin/time ] || { $(call APT_INSTALL,time); }
+	$(CARGO) build --release --locked -p k8s-calico-bench --bins
+	$(CARGO) run --release --locked -p k8s-calico-bench -- --out docs/benchmarks.md --venv $(BENCH_VENV) $(BENCH_ARGS)
+$(BENCH_VENV)/.installed: tests/bench/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r tests/bench/requirements.txt
+	@touch $@
+
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV) dist $(addprefix $(LIBRARY)/,$(MODULES))
+	rm -rf $(VENV) dist .demo $(addprefix $(LIBRARY)/,$(MODULES))
