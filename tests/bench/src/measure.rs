@@ -189,10 +189,12 @@ impl Stat {
 
     /// `median (min–max)` with `f` formatting each value.
     pub fn show(&self, f: impl Fn(f64) -> String) -> String {
-        if self.min == self.max {
-            f(self.median)
+        let (median, min, max) = (f(self.median), f(self.min), f(self.max));
+        // A range that prints as one value says nothing.
+        if min == max {
+            median
         } else {
-            format!("{} ({}–{})", f(self.median), f(self.min), f(self.max))
+            format!("{median} ({min}–{max})")
         }
     }
 }

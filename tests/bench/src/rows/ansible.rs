@@ -144,6 +144,15 @@ pub fn run(ctx: &Ctx) -> Result<RowOutput> {
         wall_pt.push(w.median);
         cpu_pt.push(c.median);
     }
+    // With small N on a busy machine, T(2N) − T(N) can drown in noise; a ratio over a
+    // non-positive or tiny difference would be a made-up number.
+    if wall_pt[0] <= 0.005 || cpu_pt[0] <= 0.005 {
+        bail!(
+            "calico_matrix's per-task cost is below what {n} extra tasks resolve here (wall {}, CPU {} per task): raise N (run without --quick)",
+            secs(wall_pt[0]),
+            secs(cpu_pt[0])
+        );
+    }
     let wall_ratio = wall_pt[1] / wall_pt[0];
     let cpu_ratio = cpu_pt[1] / cpu_pt[0];
     writeln!(

@@ -204,6 +204,21 @@ pub fn run(ctx: &Ctx) -> Result<RowOutput> {
             status: under(growth, FLAT + f64::EPSILON),
         });
     }
+    writeln!(
+        body,
+        "\nPeak RSS follows the largest page the backup holds at once (500 objects of one kind; \
+         an IPAM block here is a few kB), so it rises until every kind fills whole pages and \
+         only then is flatness judged fairly: sizes below 500 objects of a kind (as in \
+         `--quick`) still grow by construction. Suspected cost while a page is held: kube-rs \
+         parses the whole page into `DynamicObject`s (a `serde_json::Value` tree per object) \
+         before the backup streams them out.\n"
+    )?;
+    if cfg!(debug_assertions) {
+        writeln!(
+            body,
+            "This run used a debug build of `bench-backup`: its speed ratio is not the product's.\n"
+        )?;
+    }
     if !ctx.full {
         writeln!(
             body,
