@@ -73,27 +73,25 @@ impl std::fmt::Debug for ControllerSpec {
     }
 }
 
-/// The controllers kubesim always runs (unless disabled): namespace lifecycle.
+/// The controllers kubesim always runs (unless disabled): namespace lifecycle and
+/// kube-controller-manager's workload controllers (`workloads::controllers()`), which run
+/// with or without kubelets, as on a real control plane.
 pub fn builtin() -> Vec<ControllerSpec> {
-    vec![ControllerSpec::new(
+    let mut specs = vec![ControllerSpec::new(
         "namespace-controller",
         namespace_controller,
-    )]
+    )];
+    specs.extend(crate::workloads::controllers());
+    specs
 }
 
-/// The simulation's node side and workload controllers: the scheduler, the kubelets, node
-/// heartbeats and lifecycle, and the DaemonSet, Deployment, ReplicaSet, Job and disruption
-/// controllers (started when `ServerConfig.sim.kubelet` is set).
+/// The simulation's node side: the scheduler, the kubelets, node heartbeats and lifecycle
+/// (started when `ServerConfig.sim.kubelet` is set).
 pub fn simulation() -> Vec<ControllerSpec> {
     vec![
         ControllerSpec::new("default-scheduler", crate::kubelet::scheduler::run),
         ControllerSpec::new("kubelet", crate::kubelet::kubelets),
         ControllerSpec::new("node-lifecycle", crate::kubelet::nodes),
-        ControllerSpec::new("daemonset-controller", crate::workloads::daemonset::run),
-        ControllerSpec::new("deployment-controller", crate::workloads::deployment::run),
-        ControllerSpec::new("replicaset-controller", crate::workloads::replicaset::run),
-        ControllerSpec::new("job-controller", crate::workloads::job::run),
-        ControllerSpec::new("disruption-controller", crate::workloads::disruption::run),
     ]
 }
 

@@ -1,30 +1,55 @@
-//! kube-controller-manager's workload controllers, on top of the in-process API: DaemonSet,
-//! Deployment, ReplicaSet, Job and the disruption (PodDisruptionBudget status) controller.
+//! kube-controller-manager's workload controllers on top of the in-process API: DaemonSet,
+//! Deployment, ReplicaSet, Job (with the TTL-after-finished clean-up), Endpoints,
+//! EndpointSlice and the disruption (PodDisruptionBudget status) controller.
 //!
-//! Each controller reconciles every object of its kind whenever its kind, pods or nodes
-//! change (and on a short tick), writing status only when it changes, with the fields
-//! `kubectl rollout status` and the product's waits read.
+//! Each controller reconciles every object of its kind whenever its kind or the objects it
+//! reads change (pods, nodes, ...), and again when a deadline it computed comes due (a
+//! `minReadySeconds`, a progress deadline, a Job's `activeDeadlineSeconds`), at least every
+//! second. Decisions follow the upstream controllers (`pkg/controller/...`), step by step
+//! where it matters for status: `kubectl rollout status` and the product's waits read it.
+//!
+//! Durations manifests give in seconds (`minReadySeconds`, `progressDeadlineSeconds`,
+//! `activeDeadlineSeconds`, `ttlSecondsAfterFinished`, pod failure back-off) are simulated
+//! seconds: they are multiplied by the simulation's `time_scale`.
 
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
+pub mod endpoints;
 pub mod job;
+pub mod nodes;
 pub mod replicaset;
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::cluster::Cluster;
-use crate::controllers::Shutdown;
+use crate::controllers::{ControllerSpec, Shutdown};
 
-/// Runs `reconcile` whenever one of `watched` (api version, resource) changes, at most every
-/// `min_gap`, and at least every second.
+/// The workload controllers, to start with the server (`controllers::builtin()` does).
+pub fn controllers() -> Vec<ControllerSpec> {
+    vec![
+        ControllerSpec::new("daemonset-controller", daemonset::run),
+        ControllerSpec::new("deployment-controller", deployment::run),
+        ControllerSpec::new("replicaset-controller", replicaset::run),
+        ControllerSpec::new("job-controller", job::run),
+        ControllerSpec::new("ttl-after-finished-controller", job::run_ttl),
+        ControllerSpec::new("endpoint-controller", endpoints::run_endpoints),
+        ControllerSpec::new("endpointslice-controller", endpoints::run_slices),
+        ControllerSpec::new("disruption-controller", disruption::run),
+    ]
+}
+
+/// Runs `reconcile` whenever one of `watched` (api version, resource) changes, when the
+/// requeue delay it returned has passed, and at least every second. Bursts of changes are
+/// coalesced (a few milliseconds), as a work queue would.
 pub(crate) async fn drive(
     cluster: Cluster,
     mut shutdown: Shutdown,
     watched: &[(&str, &str)],
-    mut reconcile: impl FnMut(&Cluster),
+    mut reconcile: impl FnMut(&Cluster) -> Option<Duration>,
 ) {
     let mut subs = Vec::new();
     for (api, resource) in watched {
@@ -33,7 +58,9 @@ pub(crate) async fn drive(
         }
     }
     loop {
-        reconcile(&cluster);
+        let requeue = reconcile(&cluster)
+            .unwrap_or(Duration::from_secs(1))
+            .clamp(Duration::from_millis(5), Duration::from_secs(1));
         let changed = async {
             if subs.is_empty() {
                 std::future::pending::<()>().await;
@@ -44,34 +71,60 @@ pub(crate) async fn drive(
         tokio::select! {
             _ = shutdown.wait() => return,
             _ = changed => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(requeue) => {}
         }
-        tokio::time::sleep(Duration::from_millis(15)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
         for s in subs.iter_mut() {
+            // A subscriber that fell behind compacted history errs: the next full reconcile
+            // reads the current state anyway, so nothing is lost.
             while s.try_next().is_some() {}
         }
     }
 }
 
-/// A short, stable hash of a pod template, as the controllers name revisions with.
-pub fn template_hash(template: &Value) -> String {
-    let text = template.to_string();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
+/// Keeps the earliest of several requeue delays.
+pub(crate) fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
     }
-    // Kubernetes renders hashes with a "safe" alphabet without vowels.
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut out = String::new();
-    for _ in 0..10 {
-        out.push(ALPHABET[(h % ALPHABET.len() as u64) as usize] as char);
-        h /= ALPHABET.len() as u64;
-    }
-    out
 }
 
-/// The controller owner reference to `owner`.
+/// The hash controllers name revisions and ReplicaSets with (`ComputeHash` upstream): FNV-1a
+/// (32 bits) of the template, plus the collision count when there is one, its decimal form
+/// rendered in the "safe" alphabet without vowels. Deterministic for a given template.
+pub fn compute_hash(template: &Value, collision_count: Option<i64>) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u32::from(*b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    };
+    // serde_json keeps object keys sorted, so equal templates hash alike.
+    feed(template.to_string().as_bytes());
+    if let Some(c) = collision_count {
+        feed(&(c as u32).to_le_bytes());
+    }
+    safe_encode(&h.to_string())
+}
+
+/// `rand.SafeEncodeString`: each byte mapped onto an alphabet without vowels (no words).
+fn safe_encode(s: &str) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    s.bytes()
+        .map(|b| ALPHABET[usize::from(b) % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// Kept for callers of the earlier API: the hash of a template without collisions.
+pub fn template_hash(template: &Value) -> String {
+    compute_hash(template, None)
+}
+
+/// The controller owner reference to `owner` (`controller: true, blockOwnerDeletion: true`,
+/// as `metav1.NewControllerRef` makes).
 pub fn owner_ref(owner: &Value) -> Value {
     json!({
         "apiVersion": owner["apiVersion"],
@@ -83,29 +136,49 @@ pub fn owner_ref(owner: &Value) -> Value {
     })
 }
 
+/// The uid of the object's controller, if it has one.
+pub fn controller_uid(obj: &Value) -> Option<&str> {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|r| r["controller"] == true)
+        .and_then(|r| r["uid"].as_str())
+}
+
 /// Whether `obj` is controlled by the object with `uid`.
 pub fn owned_by(obj: &Value, uid: &str) -> bool {
-    obj.pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)
-        .is_some_and(|refs| {
-            refs.iter()
-                .any(|r| r["uid"] == uid && r["controller"] == true)
-        })
+    !uid.is_empty() && controller_uid(obj) == Some(uid)
 }
 
-/// Whether a pod is Ready.
+/// A string field by JSON pointer, or "".
+pub(crate) fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+/// An integer field by JSON pointer.
+pub(crate) fn int(v: &Value, ptr: &str) -> Option<i64> {
+    v.pointer(ptr).and_then(Value::as_i64)
+}
+
+/// Whether the object is being deleted.
+pub(crate) fn deleting(v: &Value) -> bool {
+    v.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
+}
+
+/// `IsPodReady`: the pod's Ready condition is True (whether or not it is terminating).
 pub fn pod_ready(pod: &Value) -> bool {
-    pod.pointer("/metadata/deletionTimestamp").is_none()
-        && pod
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .is_some_and(|c| {
-                c.iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
+    ready_condition(pod).is_some_and(|c| c["status"] == "True")
 }
 
-/// Whether a pod has finished.
+fn ready_condition(pod: &Value) -> Option<&Value> {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|c| c["type"] == "Ready")
+}
+
+/// Whether a pod has finished (`Succeeded` or `Failed`).
 pub fn pod_terminal(pod: &Value) -> bool {
     matches!(
         pod.pointer("/status/phase").and_then(Value::as_str),
@@ -113,22 +186,85 @@ pub fn pod_terminal(pod: &Value) -> bool {
     )
 }
 
-/// An int-or-percent value resolved against `total` (`round_up` as the controller does for
-/// surge, down for unavailability).
-pub fn int_or_percent(v: Option<&Value>, total: i64, default: i64, round_up: bool) -> i64 {
+/// `FilterActivePods`: neither finished nor being deleted.
+pub fn pod_active(pod: &Value) -> bool {
+    !pod_terminal(pod) && !deleting(pod)
+}
+
+/// `GetScaledValueFromIntOrPercent`: an int, or a percentage of `total` rounded up or down.
+/// Malformed values count as 0 (the API server refuses them anyway).
+pub fn int_or_percent(v: Option<&Value>, total: i64, round_up: bool) -> i64 {
     match v {
-        Some(Value::Number(n)) => n.as_i64().unwrap_or(default),
-        Some(Value::String(s)) if s.ends_with('%') => {
-            let p: f64 = s.trim_end_matches('%').parse().unwrap_or(0.0);
-            let x = p * total as f64 / 100.0;
-            if round_up {
-                x.ceil() as i64
-            } else {
-                x.floor() as i64
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+        Some(Value::String(text)) => match text.strip_suffix('%') {
+            Some(p) => {
+                let p: i64 = p.trim().parse().unwrap_or(0);
+                let x = p * total;
+                if round_up {
+                    (x + 99).div_euclid(100)
+                } else {
+                    x.div_euclid(100)
+                }
             }
+            None => text.trim().parse().unwrap_or(0),
+        },
+        _ => 0,
+    }
+}
+
+/// Simulated seconds as a real duration (× the simulation's `time_scale`).
+pub(crate) fn scaled(cluster: &Cluster, seconds: f64) -> Duration {
+    cluster.sim().timing().scaled(seconds)
+}
+
+/// When pods became Ready, as this controller saw it, for `IsPodAvailable` with
+/// `minReadySeconds` in scaled time (the Ready condition's timestamp has whole seconds only,
+/// too coarse for scaled durations).
+#[derive(Default)]
+pub(crate) struct ReadyClock {
+    since: HashMap<String, Instant>,
+}
+
+impl ReadyClock {
+    /// Whether `pod` has been Ready for `min_ready` (scaled); `None` when available, else
+    /// how long until it will be (if it stays Ready).
+    pub(crate) fn available(&mut self, pod: &Value, min_ready: Duration) -> Result<(), Duration> {
+        let uid = s(pod, "/metadata/uid").to_string();
+        if !pod_ready(pod) {
+            self.since.remove(&uid);
+            return Err(Duration::from_secs(3600));
         }
-        Some(Value::String(s)) => s.parse().unwrap_or(default),
-        _ => default,
+        if min_ready.is_zero() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let since = *self.since.entry(uid).or_insert_with(|| {
+            // Ready long before we first looked (a restarted controller): trust the
+            // condition's timestamp, which is whole seconds.
+            let ltt = ready_condition(pod)
+                .and_then(|c| c["lastTransitionTime"].as_str())
+                .and_then(crate::clock::parse_rfc3339);
+            match ltt {
+                Some(t) => {
+                    let age = (crate::clock::now_unix() - t - 1).max(0) as u64;
+                    now.checked_sub(Duration::from_secs(age)).unwrap_or(now)
+                }
+                None => now,
+            }
+        });
+        let ready_for = now.duration_since(since);
+        if ready_for >= min_ready {
+            Ok(())
+        } else {
+            Err(min_ready - ready_for)
+        }
+    }
+
+    /// Forgets pods that no longer exist.
+    pub(crate) fn retain(&mut self, pods: &[Value]) {
+        let live: std::collections::HashSet<&str> =
+            pods.iter().map(|p| s(p, "/metadata/uid")).collect();
+        self.since.retain(|uid, _| live.contains(uid.as_str()));
     }
 }
 
@@ -139,7 +275,8 @@ pub(crate) fn list(cluster: &Cluster, api: &str, resource: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// Writes `status` when it differs from what the object has.
+/// Writes `status` when it differs from what the object has: keys set to null are removed,
+/// the others replaced.
 pub(crate) fn write_status(
     cluster: &Cluster,
     api: &str,
@@ -149,8 +286,11 @@ pub(crate) fn write_status(
     manager: &str,
 ) {
     let mut merged = obj.get("status").cloned().unwrap_or_else(|| json!({}));
-    if let (Some(m), Some(s)) = (merged.as_object_mut(), status.as_object()) {
-        for (k, v) in s {
+    if !merged.is_object() {
+        merged = json!({});
+    }
+    if let (Some(m), Some(st)) = (merged.as_object_mut(), status.as_object()) {
+        for (k, v) in st {
             if v.is_null() {
                 m.remove(k);
             } else {
@@ -162,10 +302,7 @@ pub(crate) fn write_status(
         return;
     }
     let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str);
-    let name = obj
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let name = s(obj, "/metadata/name");
     let _ = cluster.modify(
         api,
         resource,
@@ -179,22 +316,56 @@ pub(crate) fn write_status(
     );
 }
 
-/// A condition with `lastTransitionTime` kept while its status is unchanged.
-pub fn condition(old: &Value, kind: &str, status: bool, reason: &str, message: &str) -> Value {
-    let s = if status { "True" } else { "False" };
-    let now = crate::clock::now_rfc3339();
-    let prev = old
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .and_then(|c| c.iter().find(|c| c["type"] == kind).cloned());
-    let since = match &prev {
-        Some(p) if p["status"] == s => p["lastTransitionTime"].clone(),
-        _ => json!(now),
-    };
-    let update = match &prev {
-        Some(p) if p["status"] == s && p["reason"] == reason => p["lastUpdateTime"].clone(),
-        _ => json!(now),
-    };
-    json!({"type": kind, "status": s, "reason": reason, "message": message,
-        "lastTransitionTime": since, "lastUpdateTime": update})
+/// Pod ordering used when choosing which pod stays: Running first, then older first, then by
+/// name (`podByCreationTimestampAndPhase`).
+pub(crate) fn by_phase_then_age(a: &&Value, b: &&Value) -> std::cmp::Ordering {
+    let running = |p: &Value| s(p, "/status/phase") == "Running";
+    running(b)
+        .cmp(&running(a))
+        .then_with(|| s(a, "/metadata/creationTimestamp").cmp(s(b, "/metadata/creationTimestamp")))
+        .then_with(|| s(a, "/metadata/name").cmp(s(b, "/metadata/name")))
+}
+
+/// A new pod from a controller's template (`GetPodFromTemplate`): the template's labels,
+/// annotations and finalizers, `generateName` `<prefix>-`, the controller reference.
+pub(crate) fn pod_from_template(template: &Value, owner: &Value, prefix: &str) -> Value {
+    let mut meta = json!({
+        "generateName": format!("{prefix}-"),
+        "namespace": owner.pointer("/metadata/namespace").cloned().unwrap_or(json!("default")),
+        "ownerReferences": [owner_ref(owner)],
+    });
+    for key in ["labels", "annotations", "finalizers"] {
+        if let Some(v) = template.pointer(&format!("/metadata/{key}"))
+            && !v.is_null()
+        {
+            meta[key] = v.clone();
+        }
+    }
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+        "spec": template.get("spec").cloned().unwrap_or_else(|| json!({}))})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_round_as_upstream() {
+        let p = json!("25%");
+        assert_eq!(int_or_percent(Some(&p), 10, true), 3);
+        assert_eq!(int_or_percent(Some(&p), 10, false), 2);
+        assert_eq!(int_or_percent(Some(&json!(2)), 10, false), 2);
+        assert_eq!(int_or_percent(None, 10, false), 0);
+        assert_eq!(int_or_percent(Some(&json!("bad%")), 10, true), 0);
+    }
+
+    #[test]
+    fn hashes_use_the_safe_alphabet_and_change_with_collisions() {
+        let t = json!({"spec": {"containers": [{"name": "a", "image": "x"}]}});
+        let h = compute_hash(&t, None);
+        assert!(!h.is_empty() && h.len() <= 10, "{h}");
+        assert!(h.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)));
+        assert_eq!(h, compute_hash(&t, None));
+        assert_ne!(h, compute_hash(&t, Some(1)));
+    }
 }

@@ -1,9 +1,18 @@
-//! The ReplicaSet controller: as many pods as `spec.replicas`, removing not-ready pods first
-//! when scaling down; status replicas, ready and available counts.
+//! The ReplicaSet controller (`pkg/controller/replicaset`): keeps `spec.replicas` active pods
+//! (neither finished nor terminating); when scaling down it deletes the pods upstream ranks
+//! first (unscheduled, pending, not ready, crowded nodes, recently ready, restarting, newest);
+//! status `replicas`, `fullyLabeledReplicas`, `readyReplicas`, `availableReplicas` (with
+//! `minReadySeconds`), `observedGeneration`.
+
+use std::collections::HashMap;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{drive, list, owned_by, owner_ref, pod_ready, pod_terminal, write_status};
+use super::{
+    ReadyClock, deleting, drive, int, list, owned_by, pod_active, pod_from_template, pod_ready, s,
+    scaled, sooner, write_status,
+};
 use crate::cluster::{Cluster, DeleteOptions, WriteOptions};
 use crate::controllers::Shutdown;
 
@@ -11,107 +20,163 @@ const MANAGER: &str = "replicaset-controller";
 
 /// Runs the controller until shutdown.
 pub async fn run(cluster: Cluster, shutdown: Shutdown) {
+    let mut clock = ReadyClock::default();
     drive(
         cluster,
         shutdown,
         &[("apps/v1", "replicasets"), ("v1", "pods")],
-        |c| {
+        move |c| {
             let pods = list(c, "v1", "pods");
+            clock.retain(&pods);
+            let mut requeue = None;
             for rs in list(c, "apps/v1", "replicasets") {
-                reconcile(c, &rs, &pods);
+                requeue = sooner(requeue, sync(c, &rs, &pods, &mut clock));
             }
+            requeue
         },
     )
     .await
 }
 
-fn reconcile(cluster: &Cluster, rs: &Value, pods: &[Value]) {
-    if rs.pointer("/metadata/deletionTimestamp").is_some() {
-        return;
-    }
-    let ns = rs
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("default");
-    let name = rs
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("rs");
-    let uid = rs
-        .pointer("/metadata/uid")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let want = rs
-        .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(1)
-        .max(0);
-    let mut mine: Vec<&Value> = pods
-        .iter()
-        .filter(|p| {
-            owned_by(p, uid)
-                && !pod_terminal(p)
-                && p.pointer("/metadata/deletionTimestamp").is_none()
+fn active_pods<'a>(rs: &Value, pods: &'a [Value]) -> Vec<&'a Value> {
+    let uid = s(rs, "/metadata/uid");
+    let ns = s(rs, "/metadata/namespace");
+    pods.iter()
+        .filter(|p| s(p, "/metadata/namespace") == ns && owned_by(p, uid) && pod_active(p))
+        .collect()
+}
+
+/// The order in which surplus pods are deleted (`ActivePodsWithRanks`): smaller first.
+fn deletion_rank(p: &Value, crowd: &HashMap<&str, usize>) -> impl Ord {
+    let node = s(p, "/spec/nodeName");
+    let phase = match s(p, "/status/phase") {
+        "Pending" => 0,
+        "Unknown" => 1,
+        "Running" => 2,
+        _ => 3,
+    };
+    let ready = pod_ready(p);
+    let ready_since = p
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["lastTransitionTime"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let restarts: i64 = p
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c["restartCount"].as_i64())
+                .max()
+                .unwrap_or(0)
         })
-        .collect();
-    let have = mine.len() as i64;
-    if have < want {
-        for _ in have..want {
-            let mut template = rs
+        .unwrap_or(0);
+    (
+        !node.is_empty(),
+        phase,
+        ready,
+        std::cmp::Reverse(crowd.get(node).copied().unwrap_or(0)),
+        // Ready for less time first: the later timestamp first.
+        std::cmp::Reverse(if ready { ready_since } else { String::new() }),
+        std::cmp::Reverse(restarts),
+        std::cmp::Reverse(s(p, "/metadata/creationTimestamp").to_string()),
+    )
+}
+
+fn sync(cluster: &Cluster, rs: &Value, pods: &[Value], clock: &mut ReadyClock) -> Option<Duration> {
+    let ns = s(rs, "/metadata/namespace").to_string();
+    let name = s(rs, "/metadata/name");
+    let want = int(rs, "/spec/replicas").unwrap_or(1).max(0);
+    let mut active = active_pods(rs, pods);
+    let mut acted = false;
+    if !deleting(rs) {
+        let have = active.len() as i64;
+        if have < want {
+            let template = rs
                 .pointer("/spec/template")
                 .cloned()
                 .unwrap_or_else(|| json!({}));
-            let mut meta = template
-                .get("metadata")
-                .cloned()
-                .unwrap_or_else(|| json!({}));
-            meta["generateName"] = json!(format!("{name}-"));
-            meta["namespace"] = json!(ns);
-            meta["ownerReferences"] = json!([owner_ref(rs)]);
-            if let Some(m) = meta.as_object_mut() {
-                m.remove("name");
+            for _ in have..want.min(have + 500) {
+                let pod = pod_from_template(&template, rs, name);
+                let _ = cluster.create(
+                    "v1",
+                    "pods",
+                    Some(&ns),
+                    pod,
+                    &WriteOptions::manager(MANAGER),
+                );
             }
-            let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template["spec"].take()});
-            let _ = cluster.create("v1", "pods", Some(ns), pod, &WriteOptions::manager(MANAGER));
-        }
-    } else if have > want {
-        // Not-ready pods go first, then the newest.
-        mine.sort_by_key(|p| {
-            (
-                pod_ready(p),
-                std::cmp::Reverse(
-                    p.pointer("/metadata/creationTimestamp")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                ),
-            )
-        });
-        for p in mine.iter().take((have - want) as usize) {
-            let n = p
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let _ = cluster.delete("v1", "pods", Some(ns), n, &DeleteOptions::default());
+            acted = true;
+        } else if have > want {
+            let mut crowd: HashMap<&str, usize> = HashMap::new();
+            for p in &active {
+                *crowd.entry(s(p, "/spec/nodeName")).or_default() += 1;
+            }
+            active.sort_by_cached_key(|p| deletion_rank(p, &crowd));
+            for p in active.iter().take((have - want) as usize) {
+                let _ = cluster.delete(
+                    "v1",
+                    "pods",
+                    Some(&ns),
+                    s(p, "/metadata/name"),
+                    &DeleteOptions::default(),
+                );
+            }
+            acted = true;
         }
     }
-    let owned: Vec<&Value> = pods
-        .iter()
-        .filter(|p| owned_by(p, uid) && !pod_terminal(p))
-        .collect();
-    let ready = owned.iter().filter(|p| pod_ready(p)).count();
+    let fresh;
+    let active = if acted {
+        fresh = cluster
+            .list("v1", "pods", Some(&ns), &Default::default())
+            .unwrap_or_default();
+        active_pods(rs, &fresh)
+    } else {
+        active
+    };
+    let min_ready = scaled(
+        cluster,
+        int(rs, "/spec/minReadySeconds").unwrap_or(0) as f64,
+    );
+    let template_labels = rs
+        .pointer("/spec/template/metadata/labels")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let (mut labeled, mut ready, mut available) = (0i64, 0i64, 0i64);
+    let mut requeue = None;
+    for p in &active {
+        let labels = p.pointer("/metadata/labels");
+        if template_labels
+            .iter()
+            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+        {
+            labeled += 1;
+        }
+        if pod_ready(p) {
+            ready += 1;
+            match clock.available(p, min_ready) {
+                Ok(()) => available += 1,
+                Err(wait) => requeue = sooner(requeue, Some(wait)),
+            }
+        }
+    }
+    let omit_zero = |v: i64| if v == 0 { Value::Null } else { json!(v) };
     write_status(
         cluster,
         "apps/v1",
         "replicasets",
         rs,
         json!({
-            "replicas": owned.len(),
-            "fullyLabeledReplicas": owned.len(),
-            "readyReplicas": ready,
-            "availableReplicas": ready,
-            "observedGeneration": rs.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1),
+            "replicas": active.len(),
+            "fullyLabeledReplicas": omit_zero(labeled),
+            "readyReplicas": omit_zero(ready),
+            "availableReplicas": omit_zero(available),
+            "observedGeneration": int(rs, "/metadata/generation").unwrap_or(1),
         }),
         MANAGER,
     );
+    requeue
 }
