@@ -899,9 +899,9 @@ fn rollout_recreate(
 ) -> Option<Duration> {
     let mut new = new_replica_set(cluster, d, sets, false);
     let mut scaled_down = false;
-    for i in 0..sets.len() {
-        if Some(i) != new && replicas(&sets[i]) > 0 {
-            scaled_down |= scale_rs(cluster, d, &mut sets[i], 0);
+    for (i, rs) in sets.iter_mut().enumerate() {
+        if Some(i) != new && replicas(rs) > 0 {
+            scaled_down |= scale_rs(cluster, d, rs, 0);
         }
     }
     if scaled_down {

@@ -84,6 +84,9 @@ fn key(v: &Value) -> (String, String) {
     )
 }
 
+/// One Endpoints subset being built: ports, ready and not-ready addresses.
+type Subset = (Vec<Value>, Vec<Value>, Vec<Value>);
+
 /// One pod's part in a Service: its address fields and the resolved ports.
 struct Member<'a> {
     pod: &'a Value,
@@ -226,7 +229,7 @@ fn sync_endpoints(cluster: &Cluster, services: &[Value], pods: &[Value], existin
             .and_then(Value::as_bool)
             == Some(true);
         // RepackSubsets: one subset per distinct port set.
-        let mut groups: BTreeMap<String, (Vec<Value>, Vec<Value>, Vec<Value>)> = BTreeMap::new();
+        let mut groups: BTreeMap<String, Subset> = BTreeMap::new();
         for m in members(svc, pods, publish) {
             let mut addr = json!({"ip": s(m.pod, "/status/podIP"), "targetRef": target_ref(m.pod)});
             let node = s(m.pod, "/spec/nodeName");
