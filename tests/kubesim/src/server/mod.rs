@@ -66,8 +66,8 @@ pub struct ServerConfig {
     /// old insecure port did: kubectl never sends credentials over HTTP. Wrong tokens still
     /// get 401. Ignored with TLS.
     pub anonymous_over_http: bool,
-    /// Simulation timing and faults; `sim.kubelet` runs the scheduler, kubelets and workload
-    /// controllers (with `builtin_controllers`).
+    /// Simulation timing and faults; `sim.kubelet` runs the scheduler and kubelets (with
+    /// `builtin_controllers`; the workload controllers run with `builtin_controllers` alone).
     pub sim: crate::sim::SimConfig,
 }
 
