@@ -18,7 +18,7 @@ APT_INSTALL = SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 
 help:
 	@echo "make          build the modules (release) into $(LIBRARY)"
-	@echo "make demo     run the playbook end to end and print the plan"
+	@echo "make demo     a simulated cluster, the playbook end to end (plan, backup, upgrade, network test)"
 	@echo "make test     every test: fmt, clippy, cargo tests, Ansible runs"
 	@echo "make dist     static musl build of the modules into dist/"
 	@echo "make bench    benchmarks, rewriting docs/benchmarks.md"
@@ -56,9 +56,11 @@ test: venv test-tools lint
 	K8S_CALICO_VENV=$(CURDIR)/$(VENV) K8S_CALICO_NO_SKIP=1 \
 		$(CARGO) test --locked --workspace
 
+## The demo: kubesim runs a simulated five-node cluster (inventory/demo/cluster.yaml) and the real
+## playbook upgrades its Calico end to end. DEMO_KEEP=1 leaves the simulator running.
 demo: build venv
-	ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg $(ANSIBLE_PLAYBOOK) -i inventory/demo/hosts playbooks/upgrade.yml --tags calico \
-		-e k8s_calico_kubernetes_version=1.27.16 -e k8s_calico_current_version=v3.25.2 -e k8s_target_version=1.28.15
+	$(CARGO) build --locked -p kubesim --bin kubesim
+	inventory/demo/demo.sh target/debug/kubesim $(ANSIBLE_PLAYBOOK) $(DEMO_KEEP)
 
 ## Static binaries for running the modules on a remote host whatever its glibc.
 ## ring's C and assembly need a musl C compiler: musl-tools from the system package manager.

@@ -482,9 +482,12 @@ fn bulk(c: &Cluster, bulk: &BTreeMap<String, usize>) -> Result<()> {
             "ipamblocks" => (
                 "ipamblocks",
                 Box::new(|i| {
+                    // Block i is the i-th /26 from 10.0.0.0, so names stay unique at any count.
+                    let base = std::net::Ipv4Addr::from((10u32 << 24).wrapping_add(i as u32 * 64));
+                    let [a, b, c, d] = base.octets();
                     json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "IPAMBlock",
-                "metadata": {"name": format!("10-{}-{}-0-26", 100 + i / 65536, (i / 256) % 256)},
-                "spec": {"cidr": format!("10.{}.{}.0/26", 100 + i / 65536, (i / 256) % 256), "affinity": format!("host:w{}", i % 100), "allocations": [0, null], "unallocated": [1, 2, 3], "attributes": [{"handle_id": format!("k8s-pod-network.{i}")}]}})
+                "metadata": {"name": format!("{a}-{b}-{c}-{d}-26")},
+                "spec": {"cidr": format!("{base}/26"), "affinity": format!("host:w{}", i % 100), "allocations": [0, null], "unallocated": [1, 2, 3], "attributes": [{"handle_id": format!("k8s-pod-network.{i}")}]}})
                 }),
             ),
             "ipamhandles" => (

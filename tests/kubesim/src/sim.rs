@@ -134,8 +134,8 @@ pub struct SimConfig {
     pub timing: Timing,
     /// Initial faults.
     pub faults: SimFaults,
-    /// Run the scheduler, kubelets and workload controllers (tests of the bare API turn them
-    /// off and drive pod status themselves).
+    /// Run the scheduler, the kubelets and the node lifecycle (tests of the bare API turn them
+    /// off and drive pod status themselves; the workload controllers run either way).
     pub kubelet: bool,
 }
 

@@ -549,10 +549,20 @@ fn the_binary_prints_its_address_and_stops_on_sigterm() {
     assert!(status.success());
     assert!(child.wait().unwrap().success());
 
-    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_kubesim"))
+    // A scenario that cannot be read is an error naming the file, before anything listens.
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_kubesim"))
         .args(["--scenario", "/nonexistent.yaml"])
         .output()
         .unwrap();
-    assert_eq!(refused.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("no scenario loader"));
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent.yaml"));
+    assert!(missing.stdout.is_empty());
+
+    // A misspelt flag is a usage error (exit 2), as for any command-line tool.
+    let usage = std::process::Command::new(env!("CARGO_BIN_EXE_kubesim"))
+        .arg("--bogus")
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("usage: kubesim"));
 }
