@@ -118,6 +118,8 @@ const SERVER_METADATA: &[&str] = &[
 const SERVER_ANNOTATIONS: &[&str] = &[
     "kubectl.kubernetes.io/last-applied-configuration",
     "deprecated.daemonset.template.generation",
+    // The Deployment controller counts rollouts here; a restore is one more rollout.
+    "deployment.kubernetes.io/revision",
 ];
 
 /// Removes what the server owns (status, server metadata, tool annotations), leaving the intent.

@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod ansible;
+pub mod cluster;
 pub mod module;
