@@ -151,3 +151,154 @@ fn manifest_install_goes_stepwise_keeping_every_customisation_and_a_restorable_b
         "interface=eth0"
     );
 }
+
+/// Three nodes on v3.27.5 under Kubernetes 1.29: one hop to v3.28.5.
+const PLAIN_3_27: &str = "
+kubernetes_version: v1.29.10
+nodes: {count: 3}
+calico: {version: v3.27.5}
+timing: {time_scale: 0.05}
+";
+
+#[test]
+fn a_second_run_changes_nothing_and_writes_nothing() {
+    let c = SimCluster::start(PLAIN_3_27, &["v3.27.5", "v3.28.5"]);
+    let args = c.upgrade_args(json!({"target_version": "v3.28.5"}));
+    let (out, code) = run(BIN, &args);
+    assert_eq!((code, &out["changed"]), (0, &json!(true)), "{out:#}");
+
+    c.handle.faults().reset_counters();
+    let (out, code) = run(BIN, &args);
+    assert_eq!(code, 0, "{out:#}");
+    assert_eq!(out["changed"], false, "{out:#}");
+    let counters = c.handle.faults().counters();
+    assert_eq!(counters.total_writes, 0, "{:#?}", counters.writes);
+    // Nothing to do means no backup either: the one from the first run is all there is.
+    assert_eq!(c.backups().len(), 1);
+}
+
+#[test]
+fn check_mode_writes_nothing_and_the_diff_names_the_objects() {
+    let c = SimCluster::start(PLAIN_3_27, &["v3.27.5", "v3.28.5"]);
+    c.handle.faults().reset_counters();
+    let mut args = c.upgrade_args(json!({"target_version": "v3.28.5"}));
+    args["_ansible_check_mode"] = json!(true);
+    args["_ansible_diff"] = json!(true);
+    let (out, code) = run(BIN, &args);
+    assert_eq!(code, 0, "{out:#}");
+    assert_eq!(
+        out["changed"], true,
+        "check mode reports what would change: {out:#}"
+    );
+    let counters = c.handle.faults().counters();
+    assert_eq!(counters.total_writes, 0, "{:#?}", counters.writes);
+    assert!(c.backups().is_empty(), "check mode takes no backup");
+
+    let would = &out["ansible_facts"]["calico_upgrade"]["would_change"];
+    let would: Vec<&str> = would
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert!(
+        would
+            .iter()
+            .any(|w| w.contains("DaemonSet kube-system/calico-node")),
+        "{would:?}"
+    );
+    let diff = serde_json::to_string(&out["diff"]).unwrap();
+    assert!(diff.contains("calico-node"), "{diff}");
+    assert!(
+        diff.contains("v3.27.5") && diff.contains("v3.28.5"),
+        "{diff}"
+    );
+    for (_, image) in c.calico_node_images() {
+        assert!(image.ends_with(":v3.27.5"), "{image}");
+    }
+}
+
+#[test]
+fn a_node_crash_looping_on_the_new_release_rolls_everything_back_and_is_named() {
+    let c = SimCluster::start(
+        "
+kubernetes_version: v1.29.10
+nodes: {count: 4}
+calico: {version: v3.27.5, env: {IP_AUTODETECTION_METHOD: 'can-reach=10.0.0.1'}}
+faults: {crash_loop: [{image: '*calico/node:v3.28.5', nodes: [w2]}]}
+timing: {time_scale: 0.05}
+",
+        &["v3.27.5", "v3.28.5"],
+    );
+    let (out, code) = run(
+        BIN,
+        &c.upgrade_args(json!({"target_version": "v3.28.5", "timeout": 15})),
+    );
+    assert_eq!(code, 1, "{out:#}");
+    assert_eq!(out["failed"], true);
+    let msg = out["msg"].as_str().unwrap();
+    assert!(msg.contains("w2"), "{msg}");
+    assert!(msg.contains("rolled back"), "{msg}");
+    // The message says why, as kubectl would: the pod's init container crash-loops.
+    assert!(msg.contains("CrashLoopBackOff"), "{msg}");
+    let r = &out["ansible_facts"]["calico_upgrade"];
+    assert_eq!(r["rolled_back"], true, "{r:#}");
+    assert_eq!(r["differences"], json!([]), "{r:#}");
+
+    // The cluster agrees: every backed-up object is as it was, and v3.27.5 runs everywhere.
+    let backup = &c.backups()[0];
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(backup.join("index.json")).unwrap()).unwrap();
+    let mut compared = 0;
+    for f in index["files"].as_array().unwrap() {
+        let kind = f["kind"].as_str().unwrap();
+        if [
+            "IPAMBlock",
+            "IPAMHandle",
+            "BlockAffinity",
+            "ClusterInformation",
+        ]
+        .contains(&kind)
+        {
+            continue;
+        }
+        let list: Value = serde_json::from_slice(
+            &std::fs::read(backup.join(f["file"].as_str().unwrap())).unwrap(),
+        )
+        .or_else(|_| {
+            serde_saphyr::from_str(
+                &std::fs::read_to_string(backup.join(f["file"].as_str().unwrap())).unwrap(),
+            )
+        })
+        .unwrap();
+        for saved in list["items"].as_array().unwrap() {
+            let ns = saved["metadata"]["namespace"].as_str();
+            let name = saved["metadata"]["name"].as_str().unwrap();
+            let live = c
+                .get(
+                    f["apiVersion"].as_str().unwrap(),
+                    f["resource"].as_str().unwrap(),
+                    ns,
+                    name,
+                )
+                .unwrap_or_else(|| panic!("{kind} {name} is gone"));
+            assert_eq!(
+                comparable(&live)["spec"],
+                comparable(saved)["spec"],
+                "{kind} {name}"
+            );
+            assert_eq!(
+                comparable(&live)["data"],
+                comparable(saved)["data"],
+                "{kind} {name}"
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared > 20, "only {compared} objects compared");
+    let images = c.calico_node_images();
+    assert_eq!(images.len(), 4);
+    for (node, image) in images {
+        assert!(image.ends_with("calico/node:v3.27.5"), "{node}: {image}");
+    }
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, stream::BoxStream};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::api::{Api, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -106,39 +106,39 @@ fn pod_version(p: &Pod) -> Option<Version> {
         .and_then(Version::from_image)
 }
 
-/// Why a pod is not ready, from its container statuses.
+/// Why a pod is not ready, from its container statuses. An init container that has not
+/// completed is the reason (as `kubectl get pods` shows `Init:CrashLoopBackOff`): the main
+/// containers only wait for it.
 fn pod_problem(p: &Pod) -> String {
     let status = p.status.as_ref();
-    let mut reasons = Vec::new();
-    for cs in status
-        .and_then(|s| s.container_statuses.as_ref())
+    let init = status
+        .and_then(|s| s.init_container_statuses.as_ref())
         .into_iter()
         .flatten()
-    {
-        if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
-            let mut r = w.reason.clone().unwrap_or_else(|| "Waiting".into());
-            if cs.restart_count > 0 {
-                r.push_str(&format!(" (restarts {})", cs.restart_count));
-            }
-            if let Some(m) = w.message.as_ref().filter(|m| !m.is_empty()) {
-                r.push_str(&format!(": {m}"));
-            }
-            reasons.push(r);
-        } else if let Some(t) = cs
-            .last_state
-            .as_ref()
-            .and_then(|s| s.terminated.as_ref())
-            .filter(|_| !cs.ready)
-        {
-            reasons.push(format!(
-                "{} exited {} ({})",
-                cs.name,
-                t.exit_code,
-                t.message.clone().or(t.reason.clone()).unwrap_or_default()
-            ));
-        } else if !cs.ready {
-            reasons.push(format!("{} not ready", cs.name));
-        }
+        .filter(|cs| {
+            !cs.state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .is_some_and(|t| t.exit_code == 0)
+        });
+    let mut reasons: Vec<String> = init
+        .filter_map(|cs| {
+            let running = cs.state.as_ref().and_then(|s| s.running.as_ref()).is_some();
+            let problem = if running {
+                Some("still running".to_string())
+            } else {
+                container_problem(cs)
+            };
+            problem.map(|r| format!("init container {}: {r}", cs.name))
+        })
+        .collect();
+    if reasons.is_empty() {
+        reasons = status
+            .and_then(|s| s.container_statuses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(container_problem)
+            .collect();
     }
     if reasons.is_empty() {
         let phase = status
@@ -157,6 +157,37 @@ fn pod_problem(p: &Pod) -> String {
         });
     }
     reasons.join("; ")
+}
+
+/// Why one container is not ready: its waiting reason (with restarts and message), its last
+/// exit, or simply that it is not ready; `None` when it is ready.
+fn container_problem(cs: &ContainerStatus) -> Option<String> {
+    if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+        let mut r = w.reason.clone().unwrap_or_else(|| "Waiting".into());
+        if cs.restart_count > 0 {
+            r.push_str(&format!(" (restarts {})", cs.restart_count));
+        }
+        if let Some(m) = w.message.as_ref().filter(|m| !m.is_empty()) {
+            r.push_str(&format!(": {m}"));
+        }
+        Some(r)
+    } else if let Some(t) = cs
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .filter(|_| !cs.ready)
+    {
+        Some(format!(
+            "{} exited {} ({})",
+            cs.name,
+            t.exit_code,
+            t.message.clone().or(t.reason.clone()).unwrap_or_default()
+        ))
+    } else if !cs.ready {
+        Some(format!("{} not ready", cs.name))
+    } else {
+        None
+    }
 }
 
 fn condition(obj: &DynamicObject, type_: &str) -> Option<(String, String, String)> {

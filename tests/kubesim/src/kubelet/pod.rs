@@ -401,6 +401,13 @@ fn container_status(c: &Container, now: Instant) -> Value {
             false,
             false,
         ),
+        // A restart keeps showing the back-off until the new container runs, as the kubelet's
+        // status does: only the first start is ContainerCreating.
+        State::Starting(_) if c.restarts > 0 => (
+            json!({"waiting": {"reason": "CrashLoopBackOff", "message": format!("back-off restarting failed container {} in pod", c.name)}}),
+            false,
+            false,
+        ),
         State::Pulling(_) | State::Starting(_) => (
             json!({"waiting": {"reason": "ContainerCreating"}}),
             false,
