@@ -73,15 +73,18 @@ impl std::fmt::Debug for ControllerSpec {
     }
 }
 
-/// The controllers kubesim always runs (unless disabled): namespace lifecycle and
+/// The controllers kubesim always runs (unless disabled): namespace lifecycle,
 /// kube-controller-manager's workload controllers (`workloads::controllers()`), which run
-/// with or without kubelets, as on a real control plane.
+/// with or without kubelets, as on a real control plane, and the Tigera operator emulation,
+/// which acts only while an operator pod is Ready.
 pub fn builtin() -> Vec<ControllerSpec> {
     let mut specs = vec![ControllerSpec::new(
         "namespace-controller",
         namespace_controller,
     )];
     specs.extend(crate::workloads::controllers());
+    // Inert until a tigera-operator pod is Running and Ready (see `operator`).
+    specs.extend(crate::operator::controllers());
     specs
 }
 

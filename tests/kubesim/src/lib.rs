@@ -17,6 +17,7 @@ pub mod ids;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod network;
+pub mod operator;
 pub mod patch;
 pub mod scenario;
 pub mod selectors;

@@ -4,12 +4,13 @@
 //! kubernetes_version: v1.27.16
 //! nodes: {count: 5, control_plane: 1}        # or a list of {name, control_plane, labels, taints, arch}
 //! calico:
-//!   method: manifest                          # or operator (not yet emulated)
+//!   method: manifest                          # or operator (the Tigera operator emulation)
 //!   version: v3.26.4
 //!   pool_cidr: 192.168.0.0/16
 //!   env: {IP_AUTODETECTION_METHOD: "interface=eth0"}   # calico-node env set or overridden
 //!   config: {veth_mtu: "1440"}                          # calico-config data
-//!   datastore: kubernetes                     # or etcd
+//!   datastore: kubernetes                     # or etcd (manifest installs)
+//!   installation: {registry: my.registry.io/}  # operator installs: merged into Installation.spec
 //! other_cni: [flannel]                        # flannel, canal, cilium, weave, kube-router, antrea, multus
 //! bulk: {ipamblocks: 1000, ipamhandles: 1000, networkpolicies: 100, globalnetworkpolicies: 10}
 //! faults: {crash_loop: [{image: "*calico/node:v3.27.5", nodes: [w2]}]}
@@ -20,7 +21,11 @@
 //! [`Scenario::start`] creates what `kubeadm init`/`join` leave (nodes with addresses and
 //! roles, `kube-dns` with CoreDNS, kube-proxy, the kubeadm-config ConfigMap), installs Calico
 //! as `kubectl apply -f calico.yaml` would (client-side apply's field manager and
-//! last-applied annotation), and, with `wait_ready`, returns once everything is Ready.
+//! last-applied annotation), or through the Tigera operator as its quickstart does
+//! (`kubectl create -f operator-crds.yaml` from 3.30, `kubectl create -f tigera-operator.yaml`,
+//! `kubectl create -f custom-resources.yaml`; the emulated operator then renders
+//! `calico-system`), and, with `wait_ready`, returns once everything is Ready (operator
+//! installs: once TigeraStatus `calico` is Available).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -148,6 +153,10 @@ pub struct CalicoInstall {
     /// `kubernetes` or `etcd`.
     #[serde(default = "kubernetes")]
     pub datastore: String,
+    /// Operator installs: fields merged (JSON merge patch) into `Installation default`'s spec
+    /// of custom-resources.yaml (`registry`, `calicoNetwork`, `controlPlaneReplicas`, ...).
+    #[serde(default)]
+    pub installation: Option<Value>,
 }
 
 fn manifest() -> String {
@@ -359,10 +368,93 @@ fn wait_served(c: &Cluster, o: &Value) -> Result<()> {
     Ok(())
 }
 
+/// Creates objects as `kubectl create -f` does (no last-applied annotation, kubectl-create's
+/// field manager). CRDs first, waited until served.
+pub fn kubectl_create(c: &Cluster, objects: &[Value]) -> Result<()> {
+    let opts = WriteOptions::manager("kubectl-create");
+    let (crds, rest): (Vec<&Value>, Vec<&Value>) = objects
+        .iter()
+        .partition(|o| o["kind"] == "CustomResourceDefinition");
+    for o in crds.iter().chain(rest.iter()) {
+        if o["kind"] != "CustomResourceDefinition" {
+            wait_served(c, o)?;
+        }
+        let api = o["apiVersion"].as_str().unwrap_or("v1");
+        let kind = o["kind"].as_str().unwrap_or("");
+        let ns = o.pointer("/metadata/namespace").and_then(Value::as_str);
+        c.create(api, kind, ns, (*o).clone(), &opts).map_err(|e| {
+            anyhow!(
+                "{kind} {}: {e}",
+                o.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The operator quickstart: the operator (and from 3.30 its CRDs) with `kubectl create`, then
+/// custom-resources.yaml with the scenario's pool and Installation fields.
+fn install_operator(c: &Cluster, calico: &CalicoInstall) -> Result<()> {
+    if calico.datastore != "kubernetes" {
+        bail!(
+            "calico.datastore {}: operator installs use the Kubernetes API datastore only",
+            calico.datastore
+        );
+    }
+    if !calico.env.is_empty() || !calico.config.is_empty() {
+        bail!(
+            "calico.env and calico.config are for manifest installs; give operator installs calico.installation (Installation spec fields)"
+        );
+    }
+    let v: k8s_calico::version::Version = calico
+        .version
+        .parse()
+        .map_err(|e| anyhow!("calico.version: {e}"))?;
+    for (file, text) in crate::calico::manifest_files(&calico.version, InstallMethod::Operator)? {
+        if file == "custom-resources.yaml" {
+            continue;
+        }
+        let objects = crate::calico::parse_yaml(&text).map_err(|e| anyhow!("{file}: {e}"))?;
+        kubectl_create(c, &objects).map_err(|e| anyhow!("kubectl create -f {file}: {e}"))?;
+    }
+    let mut resources = crate::calico::custom_resources(&v, &calico.pool_cidr);
+    if let Some(extra) = &calico.installation {
+        if let Some(inst) = resources.iter_mut().find(|o| o["kind"] == "Installation") {
+            merge_patch(&mut inst["spec"], extra);
+        }
+    }
+    kubectl_create(c, &resources)
+        .map_err(|e| anyhow!("kubectl create -f custom-resources.yaml: {e}"))
+}
+
+/// RFC 7386 merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch.as_object() {
+        Some(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            for (k, v) in p {
+                if v.is_null() {
+                    target.as_object_mut().map(|t| t.remove(k));
+                } else {
+                    merge_patch(&mut target[k], v);
+                }
+            }
+        }
+        None => *target = patch.clone(),
+    }
+}
+
 fn install_calico(c: &Cluster, calico: &CalicoInstall) -> Result<()> {
     let method = calico.method()?;
     if method == InstallMethod::Operator {
-        bail!("calico.method operator: kubesim has no Tigera operator emulation yet");
+        return install_operator(c, calico);
+    }
+    if calico.installation.is_some() {
+        bail!("calico.installation is for operator installs");
     }
     let mut objects = crate::calico::manifest_objects(&calico.version, method)?;
     for o in objects.iter_mut() {
@@ -574,6 +666,28 @@ pub fn wait_ready(c: &Cluster, timeout: Duration) -> Result<()> {
                         .and_then(Value::as_str)
                         .unwrap_or("")
                 ));
+            }
+        }
+        // Operator installs: the operator reports through TigeraStatus.
+        let installed = |kind: &str| {
+            c.get("operator.tigera.io/v1", kind, None, "default")
+                .is_ok()
+        };
+        for (cr, component) in [("installations", "calico"), ("apiservers", "apiserver")] {
+            if !installed(cr) {
+                continue;
+            }
+            let available = c
+                .get("operator.tigera.io/v1", "tigerastatuses", None, component)
+                .ok()
+                .and_then(|t| t.pointer("/status/conditions").cloned())
+                .and_then(|cs| cs.as_array().cloned())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Available" && c["status"] == "True")
+                });
+            if !available {
+                waiting.push(format!("TigeraStatus {component}"));
             }
         }
         if waiting.is_empty() {
