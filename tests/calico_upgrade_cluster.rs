@@ -302,3 +302,121 @@ timing: {time_scale: 0.05}
         assert!(image.ends_with("calico/node:v3.27.5"), "{node}: {image}");
     }
 }
+
+#[test]
+fn api_errors_and_dropped_watches_during_the_upgrade_are_ridden_out() {
+    let c = SimCluster::start(PLAIN_3_27, &["v3.27.5", "v3.28.5"]);
+    c.handle.faults().set_faults(kubesim::faults::Faults {
+        error_bursts: vec![
+            kubesim::faults::ErrorBurst {
+                rate: 0.3,
+                code: 429,
+                retry_after_seconds: Some(1),
+                max_count: Some(15),
+                ..Default::default()
+            },
+            kubesim::faults::ErrorBurst {
+                rate: 0.2,
+                code: 500,
+                max_count: Some(10),
+                ..Default::default()
+            },
+        ],
+        drop_watches_after_seconds: 1,
+        ..Default::default()
+    });
+    let (out, code) = run(BIN, &c.upgrade_args(json!({"target_version": "v3.28.5"})));
+    assert_eq!(code, 0, "{out:#}");
+    assert_eq!(out["changed"], true);
+    assert!(c.handle.faults().counters().injected_errors >= 10);
+    for (node, image) in c.calico_node_images() {
+        assert!(image.ends_with("calico/node:v3.28.5"), "{node}: {image}");
+    }
+}
+
+/// Runs an upgrade that must be refused: exit 1, a one-line message, and not one write.
+fn refused(c: &SimCluster, extra: Value) -> String {
+    c.handle.faults().reset_counters();
+    let (out, code) = run(BIN, &c.upgrade_args(extra));
+    assert_eq!((code, &out["failed"]), (1, &json!(true)), "{out:#}");
+    let counters = c.handle.faults().counters();
+    assert_eq!(counters.total_writes, 0, "{:#?}", counters.writes);
+    assert!(c.backups().is_empty());
+    let msg = out["msg"].as_str().unwrap().to_string();
+    assert!(!msg.contains('\n'), "{msg}");
+    msg
+}
+
+#[test]
+fn other_cnis_and_the_etcd_datastore_are_refused_naming_what_was_found() {
+    for (cni, namespace) in [
+        ("flannel", "kube-flannel"),
+        ("multus", "kube-system"),
+        ("canal", "kube-system"),
+    ] {
+        let c = SimCluster::start(
+            &format!("{PLAIN_3_27}other_cni: [{cni}]\nwait_ready: false\n"),
+            &["v3.27.5", "v3.28.5"],
+        );
+        let msg = refused(&c, json!({"target_version": "v3.28.5"}));
+        assert!(msg.contains(cni), "{cni}: {msg}");
+        assert!(msg.contains(namespace), "{cni}: {msg}");
+    }
+    let c = SimCluster::start(
+        "kubernetes_version: v1.29.10\nnodes: {count: 2}\ncalico: {version: v3.27.5, datastore: etcd}\nwait_ready: false\n",
+        &["v3.27.5", "v3.28.5"],
+    );
+    let msg = refused(&c, json!({"target_version": "v3.28.5"}));
+    assert!(msg.contains("etcd"), "{msg}");
+}
+
+#[test]
+fn kubernetes_1_22_is_refused_with_the_supported_range() {
+    let c = SimCluster::start(
+        "kubernetes_version: v1.22.17\nnodes: {count: 2}\ncalico: {version: v3.24.5}\nwait_ready: false\n",
+        &["v3.24.5", "v3.25.2"],
+    );
+    let msg = refused(&c, json!({"target_version": "v3.25.2"}));
+    assert!(msg.contains("1.22"), "{msg}");
+    assert!(msg.contains("1.23"), "{msg}");
+}
+
+#[test]
+fn a_checksum_mismatch_an_unreachable_mirror_and_a_concurrent_run_are_refused() {
+    let c = SimCluster::start(PLAIN_3_27, &["v3.27.5", "v3.28.5"]);
+    let zeros = "0".repeat(64);
+    let msg = refused(
+        &c,
+        json!({"target_version": "v3.28.5", "manifest_checksums": {"v3.28.5/calico.yaml": zeros}}),
+    );
+    assert!(
+        msg.starts_with("checksum mismatch for calico.yaml of Calico v3.28.5"),
+        "{msg}"
+    );
+    assert!(msg.contains(&zeros), "{msg}");
+
+    // Nothing listens on port 9 of the loopback address.
+    let msg = refused(
+        &c,
+        json!({"target_version": "v3.28.5", "manifest_dir": null,
+            "manifest_url": "http://127.0.0.1:9/calico/{version}/{file}"}),
+    );
+    assert!(msg.contains("127.0.0.1:9"), "{msg}");
+
+    // Another run holds the lock (a Lease renewed just now, for ten minutes).
+    let now = kubesim::clock::now_rfc3339_micros();
+    c.create(
+        "coordination.k8s.io/v1",
+        "leases",
+        Some("kube-system"),
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "k8s-calico-upgrade", "namespace": "kube-system"},
+            "spec": {"holderIdentity": "admin@bastion pid 4242", "leaseDurationSeconds": 600,
+                "acquireTime": now, "renewTime": now}}),
+    );
+    let msg = refused(&c, json!({"target_version": "v3.28.5"}));
+    assert!(msg.contains("admin@bastion pid 4242"), "{msg}");
+    for (_, image) in c.calico_node_images() {
+        assert!(image.ends_with(":v3.27.5"), "{image}");
+    }
+}

@@ -13,6 +13,7 @@ pub mod apply;
 pub mod detect;
 pub mod lock;
 pub mod objects;
+pub mod retry;
 pub mod wait;
 
 use crate::module::{Module, Param};
@@ -102,8 +103,20 @@ pub async fn client(conn: &Connection) -> Result<Client> {
     if !conn.validate_certs {
         config.accept_invalid_certs = true;
     }
-    Client::try_from(config)
-        .with_context(|| format!("cannot build a client for {}", conn.describe()))
+    // kube's retry is replaced by ours (it also covers 500 and 502); the buffer makes the
+    // stack cloneable, which retrying needs.
+    config.default_retry = false;
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .with_context(|| format!("cannot build a client for {}", conn.describe()))?;
+    Ok(builder
+        .with_layer(
+            &tower::ServiceBuilder::new()
+                .layer(tower::retry::RetryLayer::new(
+                    retry::TransientRetry::default(),
+                ))
+                .layer(tower::buffer::BufferLayer::new(64)),
+        )
+        .build())
 }
 
 /// The cluster's name as the kubeconfig calls it (for backup folder names), or `cluster`.

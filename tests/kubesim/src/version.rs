@@ -8,15 +8,16 @@ use std::fmt;
 pub struct KubeVersion {
     /// Always 1 for the releases kubesim simulates.
     pub major: u32,
-    /// Minor release, 23 to 36.
+    /// Minor release, 22 to 36.
     pub minor: u32,
     /// Patch release.
     pub patch: u32,
 }
 
 impl KubeVersion {
-    /// The oldest minor kubesim simulates.
-    pub const OLDEST_MINOR: u32 = 23;
+    /// The oldest minor kubesim simulates: 1.22, one below what the product supports, so that
+    /// its refusal is tested against a server and not only against an argument.
+    pub const OLDEST_MINOR: u32 = 22;
     /// The newest minor kubesim simulates.
     pub const NEWEST_MINOR: u32 = 36;
 
@@ -63,7 +64,8 @@ impl KubeVersion {
     pub fn version_info(&self) -> serde_json::Value {
         // Go release per Kubernetes minor, so clients that log it see something plausible.
         let go = match self.minor {
-            ..=23 => "go1.17.13",
+            ..=22 => "go1.16.15",
+            23 => "go1.17.13",
             24 => "go1.19.4",
             25 => "go1.20.5",
             26 => "go1.20.13",
@@ -153,7 +155,7 @@ mod tests {
         assert_eq!(v.to_string(), "v1.27.16");
         assert!(v.has_aggregated_discovery_v2beta1());
         assert!(!v.has_aggregated_discovery_v2());
-        assert!(KubeVersion::parse("v1.22.0").is_err());
+        assert!(KubeVersion::parse("v1.21.0").is_err());
         assert!(KubeVersion::parse("v1.37.0").is_err());
         assert!(KubeVersion::parse("1.24").unwrap().serves_policy_v1beta1());
         assert_eq!(v.version_info()["minor"], "27");
