@@ -116,10 +116,10 @@ fn pod_problem(p: &Pod) -> String {
         .into_iter()
         .flatten()
         .filter(|cs| {
-            !cs.state
+            cs.state
                 .as_ref()
                 .and_then(|s| s.terminated.as_ref())
-                .is_some_and(|t| t.exit_code == 0)
+                .is_none_or(|t| t.exit_code != 0)
         });
     let mut reasons: Vec<String> = init
         .filter_map(|cs| {
