@@ -420,3 +420,64 @@ fn a_checksum_mismatch_an_unreachable_mirror_and_a_concurrent_run_are_refused() 
         assert!(image.ends_with(":v3.27.5"), "{image}");
     }
 }
+
+/// The upstream manifests (`CALICO_UPSTREAM_MANIFESTS`, else `../shared/fixtures/...` beside
+/// the checkout); `None`, said out loud, where this clone has neither.
+fn upstream_manifests(test: &str) -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("CALICO_UPSTREAM_MANIFESTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/fixtures/calico-manifests")
+        });
+    if dir.join("v3.28.5/calico.yaml").is_file() {
+        Some(dir)
+    } else {
+        println!(
+            "{test}: the upstream Calico manifests are not at {} (set CALICO_UPSTREAM_MANIFESTS): skipping",
+            dir.display()
+        );
+        None
+    }
+}
+
+#[test]
+fn upstream_manifests_upgrade_stepwise_from_v3_28_to_v3_30() {
+    let Some(upstream) =
+        upstream_manifests("upstream_manifests_upgrade_stepwise_from_v3_28_to_v3_30")
+    else {
+        return;
+    };
+    let c = SimCluster::start(
+        "kubernetes_version: v1.31.4\nnodes: {count: 3}\ntiming: {time_scale: 0.05}\n",
+        &[],
+    );
+    // Installed as the quick start says: kubectl apply -f calico.yaml, unmodified.
+    let text = std::fs::read_to_string(upstream.join("v3.28.5/calico.yaml")).unwrap();
+    let objects = kubesim::calico::parse_yaml(&text).unwrap();
+    let cluster = c.handle.cluster();
+    kubesim::scenario::kubectl_apply(cluster, &objects).unwrap();
+    kubesim::scenario::wait_ready(cluster, std::time::Duration::from_secs(60)).unwrap();
+
+    let args = c.upgrade_args(json!({"target_version": "v3.30.7", "manifest_dir": upstream}));
+    let (out, code) = run(BIN, &args);
+    assert_eq!(code, 0, "{out:#}");
+    let r = &out["ansible_facts"]["calico_upgrade"];
+    let hops: Vec<&str> = r["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(hops, ["v3.29.7", "v3.30.7"], "{r:#}");
+    let images = c.calico_node_images();
+    assert_eq!(images.len(), 3);
+    for (node, image) in images {
+        assert!(image.ends_with("calico/node:v3.30.7"), "{node}: {image}");
+    }
+    // And once more: nothing left to do, nothing written.
+    c.handle.faults().reset_counters();
+    let (out, code) = run(BIN, &args);
+    assert_eq!((code, &out["changed"]), (0, &json!(false)), "{out:#}");
+    assert_eq!(c.handle.faults().counters().total_writes, 0);
+}
