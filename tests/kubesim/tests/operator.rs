@@ -506,3 +506,84 @@ timing: {time_scale: 0.005}
     );
     assert_eq!(installation(c)["status"]["calicoVersion"], "v3.30.7");
 }
+
+/// Found by the rollback of an operator install: a restore replaces calico-node with its
+/// backed-up copy, `deprecated.daemonset.template.generation` included. The API server owns
+/// that annotation (ignores the client's, bumps it on a template change), so the old pods do
+/// not pass for updated and are replaced.
+#[test]
+fn replacing_a_daemonset_with_an_old_copy_still_rolls_its_pods() {
+    let h = start(
+        "
+nodes: {count: 3, control_plane: 1}
+calico: {version: v3.26.4}
+timing: {time_scale: 0.005}
+",
+    );
+    let c = h.cluster();
+    let saved = c
+        .get("apps/v1", "daemonsets", Some("kube-system"), "calico-node")
+        .unwrap();
+    let images = |c: &Cluster| -> Vec<String> {
+        c.list(
+            "v1",
+            "pods",
+            Some("kube-system"),
+            &kubesim::ListOptions {
+                label_selector: Some("k8s-app=calico-node".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .iter()
+        .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
+        .map(|p| {
+            p["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+    };
+    c.modify(
+        "apps/v1",
+        "daemonsets",
+        Some("kube-system"),
+        "calico-node",
+        None,
+        &WriteOptions::manager("kubectl"),
+        |d| {
+            d["spec"]["template"]["spec"]["containers"][0]["image"] =
+                json!("docker.io/calico/node:v3.27.5")
+        },
+    )
+    .unwrap();
+    wait_for("v3.27.5 everywhere", Duration::from_secs(30), || {
+        let i = images(c);
+        i.len() == 3 && i.iter().all(|i| i.ends_with(":v3.27.5"))
+    });
+    let mut restore = saved.clone();
+    restore["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
+    c.update(
+        "apps/v1",
+        "daemonsets",
+        Some("kube-system"),
+        restore,
+        &WriteOptions::manager("k8s-calico"),
+    )
+    .unwrap();
+    let ds = c
+        .get("apps/v1", "daemonsets", Some("kube-system"), "calico-node")
+        .unwrap();
+    assert_eq!(
+        ds["metadata"]["annotations"]["deprecated.daemonset.template.generation"], "3",
+        "the client's older value is ignored"
+    );
+    wait_for("v3.26.4 everywhere again", Duration::from_secs(30), || {
+        let i = images(c);
+        i.len() == 3 && i.iter().all(|i| i.ends_with(":v3.26.4"))
+    });
+}

@@ -283,6 +283,7 @@ impl Cluster {
                 meta.shift_remove("generation");
             }
         }
+        daemonset_template_generation(r, None, &mut obj);
         let name = meta_str(&obj, "name").unwrap_or_default().to_string();
         if name.is_empty() {
             return Err(ApiError::invalid(
@@ -601,6 +602,7 @@ impl Cluster {
                 meta_mut(&mut new).insert("generation".into(), Value::from(gen_ + 1));
             }
         }
+        daemonset_template_generation(r, Some(old_v), &mut new);
         if operation == "Update" {
             let sub = match scope {
                 Scope::Main => None,
@@ -759,4 +761,39 @@ impl Cluster {
             .unwrap_or_else(|e| e.into_inner())
             .release(ip);
     }
+}
+
+/// The DaemonSet template generation (`deprecated.daemonset.template.generation`) belongs to
+/// the API server (`daemonSetStrategy.PrepareForCreate/PrepareForUpdate`): 1 on create, the old
+/// value on update, plus one when the template changed. What a client sends is ignored, so a
+/// restore of an older DaemonSet cannot wind it back and make old pods look updated.
+fn daemonset_template_generation(r: &Resolved, old: Option<&Value>, new: &mut Value) {
+    const KEY: &str = "deprecated.daemonset.template.generation";
+    if r.rt.group != "apps" || r.rt.kind != "DaemonSet" {
+        return;
+    }
+    let generation = match old {
+        None => 1,
+        Some(old) => {
+            let before: i64 = old
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(KEY))
+                .and_then(Value::as_str)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
+            if old.pointer("/spec/template") != new.pointer("/spec/template") {
+                before + 1
+            } else {
+                before
+            }
+        }
+    };
+    let meta = meta_mut(new);
+    let annotations = meta
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if !annotations.is_object() {
+        *annotations = Value::Object(Default::default());
+    }
+    annotations[KEY] = Value::from(generation.to_string());
 }

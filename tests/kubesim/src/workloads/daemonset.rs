@@ -5,9 +5,9 @@
 //! `pod-template-generation` pod labels; RollingUpdate with `maxUnavailable` / `maxSurge` and
 //! `minReadySeconds`, or OnDelete; status computed as `updateDaemonSetStatus` does.
 //!
-//! The template generation (`deprecated.daemonset.template.generation`, which the real API
-//! server bumps on every template change) is kept by this controller: it is bumped whenever
-//! the template stops matching the latest revision.
+//! The template generation (`deprecated.daemonset.template.generation`) is the API server's:
+//! `cluster::write` sets it on create and bumps it on every template change, ignoring what
+//! clients send; this controller reads it for the `pod-template-generation` label.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -144,7 +144,6 @@ fn construct_history(cluster: &Cluster, ds: &Value) -> Option<(String, i64, Vec<
     let generation_now: i64 = s(ds, &format!("/metadata/annotations/{TEMPLATE_GENERATION}"))
         .parse()
         .unwrap_or(0);
-    let mut template_changed = false;
     let equal = revisions
         .iter()
         .filter(|r| r["data"] == data)
@@ -154,7 +153,6 @@ fn construct_history(cluster: &Cluster, ds: &Value) -> Option<(String, i64, Vec<
             let rev = r["revision"].as_i64().unwrap_or(0);
             if rev < max_rev {
                 // A template seen before (a rollback): the revision becomes the newest.
-                template_changed = true;
                 let _ = cluster.modify(
                     "apps/v1",
                     "controllerrevisions",
@@ -204,22 +202,10 @@ fn construct_history(cluster: &Cluster, ds: &Value) -> Option<(String, i64, Vec<
                 }
                 return None;
             }
-            template_changed = !revisions.is_empty();
             hash
         }
     };
-    let generation = if generation_now == 0 {
-        1
-    } else if template_changed {
-        generation_now + 1
-    } else {
-        generation_now
-    };
-    if generation != generation_now {
-        let _ = cluster.modify("apps/v1", "daemonsets", Some(ns), name, None, &opts, |o| {
-            o["metadata"]["annotations"][TEMPLATE_GENERATION] = json!(generation.to_string());
-        });
-    }
+    let generation = generation_now.max(1);
     Some((cur_hash, generation, revisions))
 }
 
