@@ -420,10 +420,10 @@ fn install_operator(c: &Cluster, calico: &CalicoInstall) -> Result<()> {
         kubectl_create(c, &objects).map_err(|e| anyhow!("kubectl create -f {file}: {e}"))?;
     }
     let mut resources = crate::calico::custom_resources(&v, &calico.pool_cidr);
-    if let Some(extra) = &calico.installation {
-        if let Some(inst) = resources.iter_mut().find(|o| o["kind"] == "Installation") {
-            merge_patch(&mut inst["spec"], extra);
-        }
+    if let Some(extra) = &calico.installation
+        && let Some(inst) = resources.iter_mut().find(|o| o["kind"] == "Installation")
+    {
+        merge_patch(&mut inst["spec"], extra);
     }
     kubectl_create(c, &resources)
         .map_err(|e| anyhow!("kubectl create -f custom-resources.yaml: {e}"))
