@@ -287,7 +287,7 @@ timing: {time_scale: 0.01}
     );
     let (out, code) = run(
         BIN,
-        &c.args(json!({"target_version": "v3.27.5", "timeout": 10})),
+        &c.args(json!({"target_version": "v3.27.5", "timeout": 20})),
     );
     assert_eq!(code, 1, "{out:#}");
     let msg = out["msg"].as_str().unwrap();
