@@ -146,8 +146,30 @@ pub fn failures(
     (out, counts)
 }
 
+/// The Service probes that were answered.
+pub fn service_answers(targets: &[Target], results: &HashMap<String, ProbeResult>) -> usize {
+    targets
+        .iter()
+        .filter(|t| t.backend_group.is_some())
+        .filter(|t| results.get(&t.id).is_some_and(|r| r.verdict == "ok"))
+        .count()
+}
+
+/// Answers through a Service needed before a backend that never answered is a finding rather
+/// than chance. kube-proxy picks a backend at random for each connection, so `k` answers miss
+/// a given one of `backends` with probability (1 − 1/backends)^k; this keeps the chance that
+/// any backend is missed by a healthy Service under 1 in 10,000.
+pub fn service_answers_needed(backends: usize) -> usize {
+    if backends <= 1 {
+        return 1;
+    }
+    let n = backends as f64;
+    ((1e-4 / n).ln() / (1.0 - 1.0 / n).ln()).ceil() as usize
+}
+
 /// Backends of a Service that never answered any probe, given the expected pod names: Service
-/// probes pass one by one, but together every backend must have answered.
+/// probes pass one by one, but together every backend must have answered. Empty when no
+/// Service probe was answered at all: those probes' own failures say what is wrong.
 pub fn silent_backends(
     targets: &[Target],
     results: &HashMap<String, ProbeResult>,
@@ -160,6 +182,9 @@ pub fn silent_backends(
         .filter(|r| r.verdict == "ok")
         .map(|r| r.answer.as_str())
         .collect();
+    if heard.is_empty() {
+        return Vec::new();
+    }
     expected
         .iter()
         .filter(|p| !heard.contains(p.as_str()))
@@ -422,6 +447,58 @@ mod tests {
         let r = regressions(&baseline, &now);
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].id, "pod_to_pod_cross_node/w1->w3/http");
+    }
+
+    #[test]
+    fn enough_service_answers_to_hear_every_backend() {
+        assert_eq!(service_answers_needed(0), 1);
+        assert_eq!(service_answers_needed(1), 1);
+        for n in [2usize, 3, 5, 10, 100, 500] {
+            let k = service_answers_needed(n);
+            let miss = n as f64 * (1.0 - 1.0 / n as f64).powi(k as i32);
+            let miss_one_fewer = n as f64 * (1.0 - 1.0 / n as f64).powi(k as i32 - 1);
+            assert!(miss <= 1e-4 && miss_one_fewer > 1e-4, "{n}: {k}");
+        }
+        // Linear enough in the cluster size: n·ln(10⁴·n).
+        assert!(service_answers_needed(500) < 500 * 16);
+    }
+
+    #[test]
+    fn no_backend_is_silent_when_the_service_answered_nobody() {
+        let t = |i: usize| Target {
+            id: format!("pod_to_service/w1->nt-server/http/{i}"),
+            scenario: "pod_to_service",
+            source_node: "w1".into(),
+            host_network: false,
+            dest_node: None,
+            protocol: crate::nettest::scenarios::Protocol::Http,
+            host: "10.96.0.50".into(),
+            port: 80,
+            expect: "*".into(),
+            payload: 0,
+            backend_group: Some("service".into()),
+            must_fail: false,
+        };
+        let ts = vec![t(0), t(1)];
+        let r = |i: usize, verdict: &str, answer: &str| {
+            (
+                ts[i].id.clone(),
+                ProbeResult {
+                    id: ts[i].id.clone(),
+                    verdict: verdict.into(),
+                    answer: answer.into(),
+                    detail: String::new(),
+                    ms: 0,
+                },
+            )
+        };
+        let expected = vec!["a".to_string(), "b".to_string()];
+        let none: HashMap<_, _> = [r(0, "timeout", ""), r(1, "timeout", "")].into();
+        assert!(silent_backends(&ts, &none, &expected).is_empty());
+        assert_eq!(service_answers(&ts, &none), 0);
+        let one: HashMap<_, _> = [r(0, "ok", "a"), r(1, "timeout", "")].into();
+        assert_eq!(silent_backends(&ts, &one, &expected), ["b"]);
+        assert_eq!(service_answers(&ts, &one), 1);
     }
 
     #[test]

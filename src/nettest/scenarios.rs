@@ -329,6 +329,42 @@ pub fn policy_targets(layout: &Layout, blocked: bool) -> Vec<Target> {
     out
 }
 
+/// More probes of the ClusterIP Service over HTTP, `count` of them from `sources` in turn, each
+/// node's numbered after the `first` it already sent: kube-proxy picks a backend at random per
+/// connection, so it takes enough answers to hear from every backend.
+pub fn more_service_targets(
+    layout: &Layout,
+    sources: &[String],
+    count: usize,
+    first: usize,
+) -> Vec<Target> {
+    let (svc_name, _, svc_ip) = &layout.service;
+    let mut out = Vec::new();
+    for (j, node) in sources.iter().cycle().take(count).enumerate() {
+        let i = first + j / sources.len();
+        let mut x = t(
+            "pod_to_service",
+            node,
+            false,
+            None,
+            Protocol::Http,
+            svc_ip,
+            layout.service_port,
+            "*",
+            0,
+        );
+        x.id = format!("pod_to_service/{node}->{svc_name}/http/{i}");
+        x.backend_group = Some("service".into());
+        out.push(x);
+    }
+    out
+}
+
+/// The HTTP probes of the Service each node sends in [`targets`].
+pub fn service_probes_per_node(layout: &Layout) -> usize {
+    layout.servers.len().clamp(1, 3)
+}
+
 /// The targets of the selected scenarios, per probing node.
 pub fn targets(layout: &Layout, selected: &[&str]) -> Vec<Target> {
     let on = |id: &str| selected.contains(&id);
@@ -450,8 +486,7 @@ pub fn targets(layout: &Layout, selected: &[&str]) -> Vec<Target> {
             out.push(same);
         }
         if on("pod_to_service") {
-            let backends = layout.servers.len().clamp(1, 3);
-            for i in 0..backends {
+            for i in 0..service_probes_per_node(layout) {
                 let mut x = t(
                     "pod_to_service",
                     node,
@@ -674,6 +709,25 @@ mod tests {
             dns.line(),
             "dns/w1->nt-server\tdns\tnt-server.calico-nettest-x.svc.cluster.local\t-\t10.96.0.50\t-"
         );
+    }
+
+    #[test]
+    fn more_service_probes_spread_over_the_sources_with_fresh_ids() {
+        let l = layout(3, 0);
+        let first = targets(&l, &["pod_to_service"]);
+        let sources = vec!["w1".to_string(), "w3".to_string()];
+        let more = more_service_targets(&l, &sources, 5, service_probes_per_node(&l));
+        assert_eq!(more.len(), 5);
+        assert_eq!(more.iter().filter(|t| t.source_node == "w1").count(), 3);
+        assert_eq!(more.iter().filter(|t| t.source_node == "w3").count(), 2);
+        let mut ids: std::collections::HashSet<&String> = first.iter().map(|t| &t.id).collect();
+        for t in &more {
+            assert!(ids.insert(&t.id), "duplicate id {}", t.id);
+            assert_eq!(t.backend_group.as_deref(), Some("service"));
+            assert_eq!((t.host.as_str(), t.port), ("10.96.0.50", 80));
+        }
+        assert_eq!(more[0].id, "pod_to_service/w1->nt-server/http/3");
+        assert_eq!(more[2].id, "pod_to_service/w1->nt-server/http/4");
     }
 
     #[test]
