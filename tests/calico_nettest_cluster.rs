@@ -601,3 +601,29 @@ fn every_service_backend_answers_on_a_larger_healthy_cluster() {
     let out = nettest(&h, json!({"scenarios": ["pod_to_service"]}));
     assert_eq!(out["failed"], json!(false), "{}", show(&out));
 }
+
+#[test]
+fn probes_are_pinned_by_node_name_even_when_the_hostname_label_differs() {
+    // As on cloud providers whose node names are DNS names: the kubelet's
+    // kubernetes.io/hostname label holds the short host name, not the node name.
+    let h = cluster_with_nodes(
+        "nodes: [{name: cp1, control_plane: true}, \
+         {name: ip-10-0-0-11.ec2.internal, labels: {kubernetes.io/hostname: ip-10-0-0-11}}, \
+         {name: ip-10-0-0-12.ec2.internal, labels: {kubernetes.io/hostname: ip-10-0-0-12}}]",
+        "",
+    );
+    let out = nettest(&h, json!({"timeout": 30}));
+    assert_eq!(out["failed"], json!(false), "{}", show(&out));
+    assert_eq!(
+        strings(&facts(&out)["nodes_tested"]),
+        [
+            "cp1",
+            "ip-10-0-0-11.ec2.internal",
+            "ip-10-0-0-12.ec2.internal"
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    );
+    assert_cleaned_up(&h, &out);
+}

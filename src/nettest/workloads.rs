@@ -176,11 +176,15 @@ pub fn targets_configmap(s: &Settings, name: &str, script: &str, targets: &str) 
     })
 }
 
-/// The probe Job for one node.
+/// The probe Job for one node, pinned to it by node name as the DaemonSet controller pins its
+/// pods: the `kubernetes.io/hostname` label is the kubelet's host name, which differs from the
+/// node name where nodes are named after DNS names (cloud providers, `--hostname-override`).
 pub fn probe_job(s: &Settings, name: &str, node: &str, host_network: bool) -> Value {
     let mut pod = json!({
         "restartPolicy": "Never",
-        "nodeSelector": {"kubernetes.io/hostname": node},
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]
+        }}},
         "tolerations": s.tolerations,
         "imagePullSecrets": s.pull_secrets(),
         "automountServiceAccountToken": false,
@@ -289,11 +293,14 @@ mod tests {
     fn probes_are_pinned_and_tolerant() {
         let s = settings();
         let j = probe_job(&s, "nt-probe-p0-w1-000000", "w1", false);
+        let term = j
+            .pointer("/spec/template/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/0/matchFields/0")
+            .unwrap();
         assert_eq!(
-            j.pointer("/spec/template/spec/nodeSelector/kubernetes.io~1hostname")
-                .unwrap(),
-            "w1"
+            term,
+            &json!({"key": "metadata.name", "operator": "In", "values": ["w1"]})
         );
+        assert!(j.pointer("/spec/template/spec/nodeSelector").is_none());
         assert_eq!(j.pointer("/spec/backoffLimit").unwrap(), 0);
         assert_eq!(
             j.pointer("/spec/template/spec/tolerations/0/operator")
