@@ -674,7 +674,7 @@ fn deployment_rolls_out_and_times_out() {
         "apps/v1",
         "deployments",
         Some("default"),
-        deployment("stuck", "never-ready:v1", 2, 50),
+        deployment("stuck", "never-ready:v1", 2, 1),
         &opts(),
     )
     .unwrap();
@@ -813,7 +813,7 @@ fn jobs_complete_fail_and_expire() {
         job(
             "slow",
             "never-ready:1",
-            json!({"activeDeadlineSeconds": 30, "ttlSecondsAfterFinished": 50}),
+            json!({"activeDeadlineSeconds": 1, "ttlSecondsAfterFinished": 50}),
         ),
         &opts(),
     )
@@ -862,11 +862,7 @@ fn jobs_on_1_31_stage_their_conditions() {
         "batch/v1",
         "jobs",
         Some("default"),
-        job(
-            "late",
-            "never-ready:1",
-            json!({"activeDeadlineSeconds": 20}),
-        ),
+        job("late", "never-ready:1", json!({"activeDeadlineSeconds": 1})),
         &opts(),
     )
     .unwrap();

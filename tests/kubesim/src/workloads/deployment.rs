@@ -4,7 +4,7 @@
 //! down, 25 % each by default) or Recreate; `deployment.kubernetes.io/revision` (and
 //! `desired-replicas` / `max-replicas`) annotations; `revisionHistoryLimit`; paused
 //! deployments and scaling events (proportional scaling, simplified); status and the
-//! `Available` / `Progressing` conditions with `progressDeadlineSeconds` (simulated seconds).
+//! `Available` / `Progressing` conditions with `progressDeadlineSeconds` (real seconds, as the client waits).
 //!
 //! One pass follows `syncDeployment`: paused conditions, then either a scale-only sync or a
 //! rollout step (`rolloutRolling` / `rolloutRecreate`), ending in `syncRolloutStatus`.
@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use super::{
-    compute_hash, deleting, drive, int, int_or_percent, list, owned_by, owner_ref, s, scaled,
-    sooner, write_status,
+    compute_hash, deleting, drive, int, int_or_percent, list, owned_by, owner_ref, s, sooner,
+    write_status,
 };
 use crate::cluster::{Cluster, DeleteOptions, WriteOptions};
 use crate::controllers::Shutdown;
@@ -526,7 +526,7 @@ fn sync_rollout_status(
             || new_olds < old_olds
             || stat(d, "readyReplicas") > stat(&old, "readyReplicas")
             || stat(d, "availableReplicas") > stat(&old, "availableReplicas");
-        let limit = scaled(cluster, deadline as f64).as_secs_f64();
+        let limit = super::deadline(deadline as f64).as_secs_f64();
         if complete(d, d) {
             set_condition(
                 d,

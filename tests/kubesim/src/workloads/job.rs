@@ -247,7 +247,7 @@ fn sync(cluster: &Cluster, job: &Value, pods: &[Value], memory: &mut Memory) -> 
                     .unwrap_or(0);
                 now.checked_sub(Duration::from_secs(age)).unwrap_or(now)
             });
-            let allowed = scaled(cluster, deadline as f64);
+            let allowed = super::deadline(deadline as f64);
             let elapsed = now.duration_since(started);
             if elapsed >= allowed {
                 verdict = Some((

@@ -8,9 +8,12 @@
 //! second. Decisions follow the upstream controllers (`pkg/controller/...`), step by step
 //! where it matters for status: `kubectl rollout status` and the product's waits read it.
 //!
-//! Durations manifests give in seconds (`minReadySeconds`, `progressDeadlineSeconds`,
-//! `activeDeadlineSeconds`, `ttlSecondsAfterFinished`, pod failure back-off) are simulated
-//! seconds: they are multiplied by the simulation's `time_scale`.
+//! Durations manifests give in seconds for how long the cluster takes (`minReadySeconds`,
+//! `ttlSecondsAfterFinished`, pod failure back-off) are simulated seconds: they are multiplied
+//! by the simulation's `time_scale`. Deadlines a client sets on that work
+//! (`progressDeadlineSeconds`, `activeDeadlineSeconds`) stay real seconds: the client measures
+//! its own patience in real seconds, and kubesim's own latencies (scheduling, a busy CI
+//! machine) are real too, so a scaled deadline would fail work that took milliseconds.
 
 pub mod daemonset;
 pub mod deployment;
@@ -210,6 +213,11 @@ pub fn int_or_percent(v: Option<&Value>, total: i64, round_up: bool) -> i64 {
         },
         _ => 0,
     }
+}
+
+/// A client's deadline in seconds, as a real duration (never scaled: see the module docs).
+pub(crate) fn deadline(seconds: f64) -> Duration {
+    Duration::from_secs_f64(seconds.max(0.0))
 }
 
 /// Simulated seconds as a real duration (× the simulation's `time_scale`).
