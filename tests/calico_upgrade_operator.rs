@@ -5,78 +5,34 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
 use k8s_calico::catalog::{InstallMethod, catalog};
-use kubesim::scenario::Scenario;
-use kubesim::server::Handle;
 use serde_json::{Value, json};
+use support::cluster::SimCluster;
 use support::module::run;
 
 const BIN: &str = env!("CARGO_BIN_EXE_calico_upgrade");
 
-struct OperatorCluster {
-    handle: Handle,
-    dir: tempfile::TempDir,
+/// A simulated cluster whose manifests folder holds the operator install files.
+struct OperatorCluster(SimCluster);
+
+impl std::ops::Deref for OperatorCluster {
+    type Target = SimCluster;
+    fn deref(&self) -> &SimCluster {
+        &self.0
+    }
 }
 
 impl OperatorCluster {
     fn start(scenario: &str, releases: &[&str]) -> Self {
-        let handle = Scenario::from_yaml(scenario)
-            .unwrap()
-            .start()
-            .unwrap_or_else(|e| panic!("scenario did not start: {e:#}"));
-        let dir = tempfile::tempdir().unwrap();
-        kubesim::calico::write_manifest_dir(
-            &dir.path().join("manifests"),
+        Self(SimCluster::start_with(
+            scenario,
             releases,
             InstallMethod::Operator,
-        )
-        .unwrap();
-        Self { handle, dir }
-    }
-
-    fn backup_dir(&self) -> PathBuf {
-        self.dir.path().join("backups")
+        ))
     }
 
     fn args(&self, extra: Value) -> Value {
-        let mut args = json!({
-            "kubeconfig": self.handle.kubeconfig_path().display().to_string(),
-            "manifest_dir": self.dir.path().join("manifests"),
-            "backup_dir": self.backup_dir(),
-            "timeout": 60,
-        });
-        for (k, v) in extra.as_object().unwrap() {
-            args[k] = v.clone();
-        }
-        args
-    }
-
-    fn get(&self, api: &str, resource: &str, ns: Option<&str>, name: &str) -> Option<Value> {
-        self.handle.cluster().get(api, resource, ns, name).ok()
-    }
-
-    /// calico-node image per node, from the live pods in calico-system.
-    fn calico_node_images(&self) -> BTreeMap<String, String> {
-        self.handle
-            .cluster()
-            .list("v1", "pods", Some("calico-system"), &Default::default())
-            .unwrap()
-            .into_iter()
-            .filter(|p| p["metadata"]["labels"]["k8s-app"] == "calico-node")
-            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-            .map(|p| {
-                (
-                    p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
-                    p["spec"]["containers"][0]["image"]
-                        .as_str()
-                        .unwrap()
-                        .to_string(),
-                )
-            })
-            .collect()
+        self.upgrade_args(extra)
     }
 
     fn operator_image(&self) -> String {
@@ -102,18 +58,6 @@ impl OperatorCluster {
                     .map(|c| c["status"].as_str().unwrap_or("").to_string())
             })
             .unwrap_or_default()
-    }
-
-    fn backups(&self) -> Vec<PathBuf> {
-        let mut out: Vec<PathBuf> = std::fs::read_dir(self.backup_dir())
-            .map(|d| {
-                d.map(|e| e.unwrap().path())
-                    .filter(|p| p.is_dir())
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.sort();
-        out
     }
 }
 

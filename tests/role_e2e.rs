@@ -59,6 +59,7 @@ fn tags_calico(ws: &Workspace, c: &SimCluster, extra: &[&str]) -> Output {
 fn assert_runs(c: &SimCluster, version: &str) {
     let images = c.calico_node_images();
     assert_eq!(images.len(), 4, "{images:?}");
+    assert!(images.keys().all(|n| !n.is_empty()), "{images:?}");
     for (node, image) in images {
         assert!(
             image.ends_with(&format!("calico/node:{version}")),
@@ -142,4 +143,53 @@ fn a_crash_loop_is_rescued_by_the_rollback_and_the_play_fails_naming_the_node() 
     assert!(t.contains("rolled back"), "{t}");
     assert_runs(&c, "v3.26.4");
     assert_eq!(calico_config(&c), before);
+}
+
+#[test]
+fn tags_calico_upgrades_an_operator_install_through_the_operator() {
+    let Some(ws) = workspace() else { return };
+    let c = SimCluster::start_with(
+        "
+kubernetes_version: v1.27.16
+nodes: {count: 4, control_plane: 1}
+calico: {method: operator, version: v3.26.4}
+timing: {time_scale: 0.005}
+",
+        RELEASES,
+        k8s_calico::catalog::InstallMethod::Operator,
+    );
+    let out = tags_calico(&ws, &c, &[]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert_runs(&c, "v3.28.5");
+    let operator = c
+        .get(
+            "apps/v1",
+            "deployments",
+            Some("tigera-operator"),
+            "tigera-operator",
+        )
+        .unwrap();
+    let image = operator["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap();
+    assert!(
+        image.ends_with(":v1.34.13"),
+        "the operator that ships v3.28.5: {image}"
+    );
+    let installation = c
+        .get("operator.tigera.io/v1", "installations", None, "default")
+        .unwrap();
+    assert_eq!(
+        installation["status"]["calicoVersion"], "v3.28.5",
+        "{installation:#}"
+    );
+    assert_eq!(c.backups().len(), 1, "{t}");
+    assert!(t.contains("network test passed: "), "{t}");
+
+    c.handle.faults().reset_counters();
+    let again = tags_calico(&ws, &c, &[]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(recap(&again, "demo-cp1")["changed"], 0, "{}", text(&again));
+    assert_eq!(c.handle.faults().counters().total_writes, 0);
 }

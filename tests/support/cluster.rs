@@ -19,19 +19,21 @@ pub struct SimCluster {
 }
 
 impl SimCluster {
-    /// Starts `scenario` (YAML) and writes the manifests of `releases` under `manifests/`.
+    /// Starts `scenario` (YAML) and writes the calico.yaml manifests of `releases` under
+    /// `manifests/`.
     pub fn start(scenario: &str, releases: &[&str]) -> Self {
+        Self::start_with(scenario, releases, InstallMethod::Manifest)
+    }
+
+    /// Starts `scenario` and writes the manifests of `releases` for `method` under `manifests/`.
+    pub fn start_with(scenario: &str, releases: &[&str], method: InstallMethod) -> Self {
         let handle = Scenario::from_yaml(scenario)
             .unwrap()
             .start()
             .unwrap_or_else(|e| panic!("scenario did not start: {e:#}"));
         let dir = tempfile::tempdir().unwrap();
-        kubesim::calico::write_manifest_dir(
-            &dir.path().join("manifests"),
-            releases,
-            InstallMethod::Manifest,
-        )
-        .unwrap();
+        kubesim::calico::write_manifest_dir(&dir.path().join("manifests"), releases, method)
+            .unwrap();
         SimCluster { handle, dir }
     }
 
@@ -86,11 +88,16 @@ impl SimCluster {
             .unwrap()
     }
 
-    /// The calico-node image each node runs, from the pods (what really runs).
+    /// The calico-node image each node runs, from the pods (what really runs), whichever
+    /// namespace the install uses.
     pub fn calico_node_images(&self) -> BTreeMap<String, String> {
         self.list("v1", "pods")
             .into_iter()
             .filter(|p| p["metadata"]["labels"]["k8s-app"] == "calico-node")
+            .filter(|p| {
+                ["kube-system", "calico-system"]
+                    .contains(&p["metadata"]["namespace"].as_str().unwrap_or(""))
+            })
             .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
             .map(|p| {
                 (
