@@ -627,3 +627,90 @@ fn probes_are_pinned_by_node_name_even_when_the_hostname_label_differs() {
     );
     assert_cleaned_up(&h, &out);
 }
+
+#[test]
+fn a_probe_that_breaks_without_a_report_leaves_its_node_untested_not_failed() {
+    let h = cluster("");
+    // Every API request of the module takes 50 ms longer, so the fault below is in force long
+    // before the module, having seen its servers Ready, creates its probe Jobs.
+    let mut api = h.faults().faults();
+    api.latency_ms = 50;
+    h.faults().set_faults(api);
+    // Once the servers run, agnhost containers that start on w2 exit at once with code 1: the
+    // servers keep running, the probes of w2 fail without a termination message.
+    let cluster = h.cluster().clone();
+    let watcher = std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < until {
+            let pods = cluster
+                .list("v1", "pods", None, &Default::default())
+                .unwrap_or_default();
+            let ready = pods
+                .iter()
+                .filter(|p| {
+                    p.pointer("/metadata/namespace")
+                        .and_then(Value::as_str)
+                        .is_some_and(|n| n.starts_with("calico-nettest-"))
+                        && p.pointer("/metadata/labels/k8s-calico.io~1nettest-role")
+                            .and_then(Value::as_str)
+                            .is_some_and(|r| r == "server" || r == "host-server")
+                        && p.pointer("/status/conditions")
+                            .and_then(Value::as_array)
+                            .is_some_and(|c| {
+                                c.iter()
+                                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                            })
+                })
+                .count();
+            // Both server DaemonSets, pod network and host network, on every node.
+            if ready == 2 * NODES.len() {
+                cluster.sim().update_faults(|f| {
+                    f.crash_loop = vec![kubesim::ImageFault {
+                        image: "*agnhost*".into(),
+                        nodes: vec!["w2".into()],
+                    }];
+                });
+                let probes_started = pods.iter().any(|p| {
+                    p.pointer("/metadata/labels/job-name").is_some()
+                        && p.pointer("/status/containerStatuses").is_some()
+                });
+                return !probes_started;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        false
+    });
+    let out = nettest(&h, json!({}));
+    assert!(
+        watcher.join().unwrap(),
+        "the fault came too late or never; the test proves nothing"
+    );
+    assert_eq!(out["failed"], json!(true), "{}", show(&out));
+    let f = facts(&out);
+    let nt = f["not_tested"].as_array().unwrap();
+    assert_eq!(nt.len(), 1, "{}", show(&out));
+    assert_eq!(nt[0]["node"], "w2");
+    let reason = nt[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("w2")
+            && reason.contains("failed without a report")
+            && reason.contains("exit code 1"),
+        "{reason}"
+    );
+    // w2's network was not found wanting: nothing failed, the other nodes were tested (and
+    // reached w2's servers).
+    assert!(failures(&out).is_empty(), "{}", show(&out));
+    assert_eq!(
+        strings(&f["nodes_tested"]),
+        ["cp1", "w1", "w3", "w4"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+    let m = msg(&out);
+    assert!(
+        m.starts_with("network test failed: nodes not tested: w2 ("),
+        "{m}"
+    );
+    assert_cleaned_up(&h, &out);
+}

@@ -553,7 +553,7 @@ impl<'a> Tester<'a> {
         let mut round = 0u32;
         let mut todo: Vec<Target> = targets.clone();
         loop {
-            let got = self.probe_round(&todo, round, not_tested).await?;
+            let got = self.probe_round(&todo, round).await?;
             results_out.extend(got);
             let failed: Vec<Target> = todo
                 .iter()
@@ -602,7 +602,7 @@ impl<'a> Tester<'a> {
                     (needed - answered).min(sources.len() * 50),
                     scenarios::service_probes_per_node(&layout),
                 );
-                let got = self.probe_round(&more, 50, not_tested).await?;
+                let got = self.probe_round(&more, 50).await?;
                 results_out.extend(got);
                 targets.extend(more);
             }
@@ -612,14 +612,25 @@ impl<'a> Tester<'a> {
             let mut policy_api = crate::cluster::apply::Applier::new(self.client.clone(), false);
             policy_api.apply_all(&[workloads::deny_servers(&s)]).await?;
             let deny = scenarios::policy_targets(&layout, true);
-            let got = self.probe_round(&deny, 100, not_tested).await?;
+            let got = self.probe_round(&deny, 100).await?;
             results_out.extend(got);
             targets.extend(deny);
             policy_api.apply_all(&[workloads::allow_probes(&s)]).await?;
             let allow = scenarios::policy_targets(&layout, false);
-            let got = self.probe_round(&allow, 101, not_tested).await?;
+            let got = self.probe_round(&allow, 101).await?;
             results_out.extend(got);
             targets.extend(allow);
+        }
+        // A node whose probe did not report in its last round was not tested.
+        for t in targets.iter() {
+            if let Some(r) = results_out.get(&t.id).filter(|r| r.verdict == "not_run")
+                && !not_tested.iter().any(|n| n.node == t.source_node)
+            {
+                not_tested.push(NotTested {
+                    node: t.source_node.clone(),
+                    reason: r.detail.clone(),
+                });
+            }
         }
         Ok(())
     }
@@ -730,12 +741,13 @@ impl<'a> Tester<'a> {
         Ok((servers, host_servers, pending))
     }
 
-    /// Runs one round of probe Jobs and collects their results.
+    /// Runs one round of probe Jobs and collects their results. The targets of a probe that
+    /// did not report (never ran, did not finish, failed, could not start) get the `not_run`
+    /// verdict with the reason as detail: its node was not tested, its network not found wanting.
     async fn probe_round(
         &mut self,
         todo: &[Target],
         round: u32,
-        not_tested: &mut Vec<NotTested>,
     ) -> Result<HashMap<String, ProbeResult>> {
         let s = self.settings.clone();
         let answers_needed: BTreeSet<&str> = todo
@@ -828,17 +840,11 @@ impl<'a> Tester<'a> {
             let Some(pod) = finished.get(job) else {
                 let reason = match latest.get(job) {
                     Some(p) => format!(
-                        "its probe did not finish within the timeout: {}",
+                        "the probe on {who} did not finish within the timeout: {}",
                         pod_state(p)
                     ),
-                    None => "its probe pod was never created".into(),
+                    None => format!("the probe pod on {who} was never created"),
                 };
-                if !not_tested.iter().any(|n| n.node == *node) {
-                    not_tested.push(NotTested {
-                        node: who.clone(),
-                        reason: reason.clone(),
-                    });
-                }
                 for id in ids {
                     out.insert(
                         id.clone(),
@@ -864,11 +870,46 @@ impl<'a> Tester<'a> {
                 .as_ref()
                 .and_then(|t| t.message.as_deref())
                 .and_then(results::parse_summary);
+            let not_run = |detail: String| {
+                ids.iter()
+                    .map(|id| {
+                        (
+                            id.clone(),
+                            ProbeResult {
+                                id: id.clone(),
+                                verdict: "not_run".into(),
+                                answer: String::new(),
+                                detail: detail.clone(),
+                                ms: 0,
+                            },
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            };
             if let Some(err) = summary.as_ref().and_then(|s| s.error.clone()) {
-                not_tested.push(NotTested {
-                    node: who.clone(),
-                    reason: format!("the probe could not run: {err}"),
-                });
+                out.extend(not_run(format!("the probe on {who} could not run: {err}")));
+                continue;
+            }
+            // Without a summary a failed probe pod broke (killed at the Job's deadline, out of
+            // memory, evicted): a broken probe, never a broken network (the probe contract).
+            if summary.is_none()
+                && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
+            {
+                let how = match &terminated {
+                    Some(t) => format!(
+                        "{} (exit code {})",
+                        t.reason.clone().unwrap_or_else(|| "terminated".into()),
+                        t.exit_code
+                    ),
+                    None => pod
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.reason.clone().or(s.message.clone()))
+                        .unwrap_or_else(|| "no container status".into()),
+                };
+                out.extend(not_run(format!(
+                    "the probe on {who} failed without a report: {how}"
+                )));
                 continue;
             }
             // The termination message holds the verdicts of the failures; the log has every
@@ -914,7 +955,7 @@ impl<'a> Tester<'a> {
                             id: id.clone(),
                             verdict: "not_run".into(),
                             answer: String::new(),
-                            detail: "missing from the probe's report".into(),
+                            detail: format!("missing from the report of the probe on {who}"),
                             ms: 0,
                         }
                     }

@@ -111,7 +111,8 @@ pub fn failures(
     let mut out = Vec::new();
     let mut counts: BTreeMap<String, Counts> = BTreeMap::new();
     for t in targets {
-        let Some(r) = results.get(&t.id) else {
+        // A probe that did not run found nothing: its node is reported as not tested.
+        let Some(r) = results.get(&t.id).filter(|r| r.verdict != "not_run") else {
             continue;
         };
         let c = counts.entry(t.scenario.to_string()).or_default();
