@@ -481,3 +481,30 @@ fn upstream_manifests_upgrade_stepwise_from_v3_28_to_v3_30() {
     assert_eq!((code, &out["changed"]), (0, &json!(false)), "{out:#}");
     assert_eq!(c.handle.faults().counters().total_writes, 0);
 }
+
+#[test]
+fn a_not_ready_node_blocks_the_upgrade_and_is_named() {
+    let c = SimCluster::start(
+        "kubernetes_version: v1.29.10\nnodes: {count: 3}\ncalico: {version: v3.27.5}\ntiming: {node_heartbeat_ms: 50}\n",
+        &["v3.27.5", "v3.28.5"],
+    );
+    // w2's kubelet stops posting status: the node goes Unknown, as when a host dies.
+    c.handle
+        .cluster()
+        .sim()
+        .update_faults(|f| f.not_ready_nodes = vec!["w2".into()]);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while c.get("v1", "nodes", None, "w2").unwrap()["status"]["conditions"]
+        .to_string()
+        .contains("KubeletReady")
+    {
+        assert!(std::time::Instant::now() < until, "w2 never went NotReady");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let msg = refused(&c, json!({"target_version": "v3.28.5"}));
+    assert!(msg.contains("w2"), "{msg}");
+    assert!(
+        msg.contains("nodes_ready") || msg.contains("not Ready"),
+        "{msg}"
+    );
+}
