@@ -27,7 +27,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_calico_nettest");
 const NODES: [&str; 5] = ["cp1", "w1", "w2", "w3", "w4"];
 
 /// A five-node kubeadm cluster with Calico v3.26.4 from its manifest, started with time running
-/// 100× faster for durations manifests give in seconds. `extra` is more scenario YAML.
+/// 100× faster for durations manifests give in seconds, then 10× faster. `extra` is more
+/// scenario YAML.
 fn cluster(extra: &str) -> Handle {
     cluster_with_nodes("nodes: {count: 5, control_plane: 1}", extra)
 }
@@ -37,12 +38,18 @@ fn cluster_with_nodes(nodes: &str, extra: &str) -> Handle {
         "kubernetes_version: v1.27.16\n{nodes}\ncalico: {{method: manifest, version: v3.26.4}}\ntiming: {{time_scale: 0.01}}\n{extra}"
     );
     let h = Scenario::from_yaml(&yaml).unwrap().start().unwrap();
-    // Real time from here on: the module counts its timeout in real seconds, and the probe
-    // Jobs' activeDeadlineSeconds (the same timeout) must not pass 100× faster.
-    let mut timing = h.cluster().sim().timing();
-    timing.time_scale = 1.0;
-    h.cluster().sim().set_timing(timing);
+    // The module counts its timeout in real seconds, and gives its probe Jobs the same
+    // activeDeadlineSeconds: at 0.1, a Job of the default 120 s timeout may run 12 s, far more
+    // than a probe takes, and pods still terminate quickly (grace 1 s → 0.1 s).
+    time_scale(&h, 0.1);
     h
+}
+
+/// From now on, durations manifests give in seconds take `scale` times as long.
+fn time_scale(h: &Handle, scale: f64) {
+    let mut timing = h.cluster().sim().timing();
+    timing.time_scale = scale;
+    h.cluster().sim().set_timing(timing);
 }
 
 /// Runs the module against `h` with `args` over a kubeconfig and a 120 s timeout.
@@ -508,6 +515,8 @@ fn a_run_that_times_out_still_cleans_up_and_names_the_untested_nodes() {
     let h = cluster("");
     let mut timing = h.cluster().sim().timing();
     timing.job_run_ms = 120_000;
+    // Real time, so the Jobs' activeDeadlineSeconds (the module's 10 s) is not what ends them.
+    timing.time_scale = 1.0;
     h.cluster().sim().set_timing(timing);
     let started = Instant::now();
     let out = nettest(&h, json!({"timeout": 10, "retries": 0}));
@@ -555,6 +564,9 @@ fn nodes_whose_test_pods_cannot_run_are_named_and_the_namespace_still_goes() {
          {name: w3, taints: [{key: maintenance, value: 'true', effect: NoSchedule}]}, {name: w4}]",
         "",
     );
+    // Real time: with the module's short timeout, the probe Jobs' activeDeadlineSeconds must
+    // not pass 10× faster.
+    time_scale(&h, 1.0);
     set_faults(&h, |f| {
         f.never_pull = vec![kubesim::ImageFault {
             image: "*agnhost*".into(),
@@ -612,6 +624,7 @@ fn probes_are_pinned_by_node_name_even_when_the_hostname_label_differs() {
          {name: ip-10-0-0-12.ec2.internal, labels: {kubernetes.io/hostname: ip-10-0-0-12}}]",
         "",
     );
+    time_scale(&h, 1.0);
     let out = nettest(&h, json!({"timeout": 30}));
     assert_eq!(out["failed"], json!(false), "{}", show(&out));
     assert_eq!(
