@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::cluster::{SimCluster, comparable};
+use support::cluster::{SimCluster, backup_index, comparable, hops};
 use support::module::run;
 
 const BIN: &str = env!("CARGO_BIN_EXE_calico_upgrade");
@@ -62,13 +62,7 @@ fn manifest_install_goes_stepwise_keeping_every_customisation_and_a_restorable_b
     let r = &out["ansible_facts"]["calico_upgrade"];
     assert_eq!(r["from_version"], "v3.25.2", "{r:#}");
     assert_eq!(r["to_version"], "v3.28.5", "{r:#}");
-    let hops: Vec<&str> = r["hops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["version"].as_str().unwrap())
-        .collect();
-    assert_eq!(hops, ["v3.26.5", "v3.27.5", "v3.28.5"], "{r:#}");
+    assert_eq!(hops(r), ["v3.26.5", "v3.27.5", "v3.28.5"], "{r:#}");
 
     // What runs, on every node, is the target: the pods, not only the DaemonSet spec.
     let images = c.calico_node_images();
@@ -107,8 +101,7 @@ fn manifest_install_goes_stepwise_keeping_every_customisation_and_a_restorable_b
     assert_eq!(backups.len(), 1, "{backups:?}");
     let backup = &backups[0];
     assert_eq!(r["backup_path"], backup.display().to_string());
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(backup.join("index.json")).unwrap()).unwrap();
+    let index = backup_index(backup);
     let kinds: Vec<&str> = index["files"]
         .as_array()
         .unwrap()
@@ -247,8 +240,7 @@ timing: {time_scale: 0.05}
 
     // The cluster agrees: every backed-up object is as it was, and v3.27.5 runs everywhere.
     let backup = &c.backups()[0];
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(backup.join("index.json")).unwrap()).unwrap();
+    let index = backup_index(backup);
     let mut compared = 0;
     for f in index["files"].as_array().unwrap() {
         let kind = f["kind"].as_str().unwrap();
@@ -463,13 +455,7 @@ fn upstream_manifests_upgrade_stepwise_from_v3_28_to_v3_30() {
     let (out, code) = run(BIN, &args);
     assert_eq!(code, 0, "{out:#}");
     let r = &out["ansible_facts"]["calico_upgrade"];
-    let hops: Vec<&str> = r["hops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["version"].as_str().unwrap())
-        .collect();
-    assert_eq!(hops, ["v3.29.7", "v3.30.7"], "{r:#}");
+    assert_eq!(hops(r), ["v3.29.7", "v3.30.7"], "{r:#}");
     let images = c.calico_node_images();
     assert_eq!(images.len(), 3);
     for (node, image) in images {

@@ -7,7 +7,7 @@ mod support;
 
 use k8s_calico::catalog::{InstallMethod, catalog};
 use serde_json::{Value, json};
-use support::cluster::SimCluster;
+use support::cluster::{SimCluster, backup_index, hops};
 use support::module::run;
 
 const BIN: &str = env!("CARGO_BIN_EXE_calico_upgrade");
@@ -69,15 +69,6 @@ fn operator_of(calico: &str) -> String {
         .to_string()
 }
 
-fn hops(r: &Value) -> Vec<String> {
-    r["hops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["version"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn operator_install_upgrades_stepwise_through_the_operator() {
     let c = OperatorCluster::start(
@@ -130,10 +121,7 @@ timing: {time_scale: 0.02}
     let backups = c.backups();
     assert_eq!(backups.len(), 1, "{backups:?}");
     assert_eq!(r["backup_path"], json!(backups[0]), "{r:#}");
-    let index: Value = serde_json::from_slice(
-        &std::fs::read(backups[0].join("index.json")).expect("index.json in the backup"),
-    )
-    .unwrap();
+    let index = backup_index(&backups[0]);
     assert_eq!(index["from_version"], "v3.26.4", "{index:#}");
     assert_eq!(index["method"], "operator", "{index:#}");
     let text = std::fs::read_dir(&backups[0])

@@ -163,6 +163,24 @@ impl SimCluster {
     }
 }
 
+/// The versions of the hops a `calico_upgrade` result reports done.
+pub fn hops(result: &Value) -> Vec<String> {
+    result["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["version"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A backup folder's `index.json`.
+pub fn backup_index(backup: &Path) -> Value {
+    serde_json::from_slice(
+        &std::fs::read(backup.join("index.json")).expect("index.json in the backup"),
+    )
+    .unwrap()
+}
+
 /// Every object a backup folder holds, by `kind namespace/name`, without the fields the server
 /// owns, for comparing with the cluster.
 pub fn comparable(object: &Value) -> Value {

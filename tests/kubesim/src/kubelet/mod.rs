@@ -288,9 +288,14 @@ fn heartbeat(cluster: &Cluster, node: &Value, name: &str, down: bool, server_ver
             },
         );
     }
+    // A kubelet reports its own version: the one it was restarted with (the admin API's
+    // annotation), else the one it already reports (an API server upgrade does not move the
+    // kubelets), else, on a node that never reported, the server's.
     let kubelet_version = node
         .pointer("/metadata/annotations/kubesim.k8s-calico.io~1kubelet-version")
+        .or_else(|| node.pointer("/status/nodeInfo/kubeletVersion"))
         .and_then(Value::as_str)
+        .filter(|v| !v.is_empty())
         .unwrap_or(server_version)
         .to_string();
     let arch = node

@@ -1,0 +1,615 @@
+//! The Kubernetes phases of `playbooks/upgrade.yml` end to end: the real `ansible-playbook` on a
+//! four-host local inventory (cp1, cp2, w1, w2) against a simulated cluster (kubesim) with the
+//! same nodes. kubectl is the real one; kubeadm, apt-get, apt-mark, dnf and systemctl are
+//! per-host wrappers around `tests/fixtures/kubeadm-standin`, which records every call (with
+//! what the cluster looked like at that moment) and moves kubesim's versions as the real tools
+//! would move a cluster's.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use serde::Deserialize;
+use serde_json::Value;
+use support::ansible::{Workspace, recap, text};
+use support::cluster::SimCluster;
+
+const HOSTS: [&str; 4] = ["cp1", "cp2", "w1", "w2"];
+const TOOLS: [&str; 5] = ["kubeadm", "apt-get", "apt-mark", "dnf", "systemctl"];
+
+/// Kubernetes 1.28 with Calico v3.26.5, which is tested on 1.28 but not on 1.29: Calico must
+/// move before the control plane does (the plan for 1.28 takes it to v3.28.5, tested on both
+/// minors), and after it to v3.29.7, the recommendation for 1.29. (On 1.27 -> 1.28 every
+/// release tested on 1.27 is tested on 1.28 and both recommendations are v3.28.5, so neither
+/// step could be seen.)
+const CLUSTER_128: &str = "
+kubernetes_version: v1.28.15
+nodes: {count: 4, control_plane: 2}
+calico:
+  version: v3.26.5
+  pool_cidr: 172.16.0.0/16
+";
+const RELEASES_128: &[&str] = &["v3.26.5", "v3.27.5", "v3.28.5", "v3.29.7"];
+const TARGET: &str = "1.29.4";
+
+/// One recorded call of a stand-in tool.
+#[derive(Debug, Deserialize)]
+struct Call {
+    ts: f64,
+    node: String,
+    argv: Vec<String>,
+    /// What the cluster looked like when the call was made (before it acted).
+    seen: Value,
+}
+
+impl Call {
+    fn is(&self, node: &str, argv: &[&str]) -> bool {
+        self.node == node
+            && self
+                .argv
+                .starts_with(&argv.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    /// Whether the call changes a host or the cluster (everything but `kubeadm upgrade plan`).
+    fn changes_something(&self) -> bool {
+        !(self.argv.len() >= 3 && self.argv[..3] == ["kubeadm", "upgrade", "plan"])
+    }
+}
+
+/// A workspace with the four-host inventory, its stand-ins, and the cluster they talk to.
+struct Phases {
+    ws: Workspace,
+    c: SimCluster,
+    log: PathBuf,
+}
+
+fn workspace() -> Option<Workspace> {
+    Workspace::new(&[
+        ("calico_matrix", env!("CARGO_BIN_EXE_calico_matrix")),
+        ("calico_upgrade", env!("CARGO_BIN_EXE_calico_upgrade")),
+        ("calico_nettest", env!("CARGO_BIN_EXE_calico_nettest")),
+    ])
+}
+
+impl Phases {
+    fn start(scenario: &str, releases: &[&str]) -> Option<Self> {
+        let ws = workspace()?;
+        let c = SimCluster::start(scenario, releases);
+        let root = ws.root().to_path_buf();
+        let log = root.join("standin.log");
+        let state = root.join("standin-state");
+        std::fs::create_dir_all(&state).unwrap();
+        let standin = support::ansible::repo().join("tests/fixtures/kubeadm-standin");
+        let tools = root.join("standin");
+        std::fs::create_dir_all(&tools).unwrap();
+        for tool in TOOLS {
+            // The stand-in acts as the tool it is called as.
+            std::os::unix::fs::symlink(&standin, tools.join(tool)).unwrap();
+        }
+        let mut inventory =
+            String::from("[kube_control_plane]\ncp1\ncp2\n\n[kube_node]\nw1\nw2\n\n");
+        inventory.push_str("[k8s_cluster:children]\nkube_control_plane\nkube_node\n");
+        ws.write("inventory/phases/hosts", &inventory);
+        let kubeconfig = c.kubeconfig();
+        ws.write(
+            "inventory/phases/group_vars/all.yml",
+            &format!(
+                "ansible_connection: local\n\
+                 ansible_python_interpreter: \"{{{{ ansible_playbook_python }}}}\"\n\
+                 k8s_upgrade_admin_conf: {kubeconfig}\n\
+                 k8s_upgrade_kubectl_command: /usr/bin/kubectl\n\
+                 k8s_upgrade_drain_timeout: 60\n\
+                 k8s_upgrade_node_ready_timeout: 60\n\
+                 k8s_calico_admin_conf: {kubeconfig}\n\
+                 k8s_calico_manifest_dir: {}\n\
+                 k8s_calico_backup_dir: {}\n\
+                 k8s_calico_upgrade_timeout: 60\n\
+                 k8s_calico_nettest_timeout: 60\n",
+                c.manifest_dir().display(),
+                c.backup_dir().display(),
+            ),
+        );
+        for host in HOSTS {
+            let dir = root.join("hosts").join(host);
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut vars = String::new();
+            for tool in TOOLS {
+                let wrapper = dir.join(tool);
+                std::fs::write(
+                    &wrapper,
+                    format!(
+                        "#!/bin/sh\nexport STANDIN_NODE='{host}' STANDIN_LOG='{}' STANDIN_STATE='{}' \
+                         KUBESIM_URL='{}' KUBESIM_TOKEN='{}'\nexec '{}' \"$@\"\n",
+                        log.display(),
+                        state.display(),
+                        c.handle.url(),
+                        c.handle.token(),
+                        tools.join(tool).display(),
+                    ),
+                )
+                .unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+                vars.push_str(&format!(
+                    "k8s_upgrade_{}_command: {}\n",
+                    tool.replace('-', "_"),
+                    wrapper.display()
+                ));
+            }
+            ws.write(&format!("inventory/phases/host_vars/{host}.yml"), &vars);
+        }
+        Some(Phases { ws, c, log })
+    }
+
+    /// `playbooks/upgrade.yml` on the four hosts.
+    fn run(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["-i", "inventory/phases/hosts", "playbooks/upgrade.yml"];
+        args.extend_from_slice(extra);
+        self.ws.playbook(&args)
+    }
+
+    /// The stand-in calls so far, in order.
+    fn calls(&self) -> Vec<Call> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    /// The API server's version as a client reads it (`kubectl version`, i.e. `/version`).
+    fn server_version(&self) -> String {
+        let out = std::process::Command::new("kubectl")
+            .args([
+                "--kubeconfig",
+                &self.c.kubeconfig(),
+                "version",
+                "--output=json",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["serverVersion"]["gitVersion"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn cordoned(&self) -> Vec<String> {
+        self.c
+            .list("v1", "nodes")
+            .iter()
+            .filter(|n| n["spec"]["unschedulable"] == true)
+            .map(|n| n["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn kubelet_versions(&self) -> Vec<(String, String)> {
+        self.c
+            .list("v1", "nodes")
+            .iter()
+            .map(|n| {
+                (
+                    n["metadata"]["name"].as_str().unwrap().to_string(),
+                    n["status"]["nodeInfo"]["kubeletVersion"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Where `needle` first appears in `haystack`, or a panic showing the output.
+fn at(haystack: &str, needle: &str) -> usize {
+    haystack
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} not in the output:\n{haystack}"))
+}
+
+/// Where the task `name` (`role : name`) first ran on some host (its header is printed for
+/// skipped tasks too), or a panic showing the output.
+fn ran(out: &str, name: &str) -> usize {
+    let header = format!("TASK [{name}]");
+    let mut from = 0;
+    while let Some(i) = out[from..].find(&header).map(|i| i + from) {
+        let rest = &out[i..];
+        let result = rest
+            .lines()
+            .skip(1)
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        if !result.starts_with("skipping:") {
+            return i;
+        }
+        from = i + header.len();
+    }
+    panic!("{name:?} never ran:\n{out}")
+}
+
+fn image_tag(c: &Call) -> String {
+    c.seen["calico_node"]["image"]
+        .as_str()
+        .and_then(|i| i.rsplit(':').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn rolled_out(c: &Call) -> bool {
+    let n = &c.seen["calico_node"];
+    n["desired"].as_u64().unwrap_or(0) > 0
+        && n["updated"] == n["desired"]
+        && n["ready"] == n["desired"]
+}
+
+/// The argv of each call of `node`, joined with spaces.
+fn argvs(calls: &[Call], node: &str) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|c| c.node == node)
+        .map(|c| c.argv.join(" "))
+        .collect()
+}
+
+/// What a host's upgrade runs after its `kubeadm upgrade apply|node`: kubelet and kubectl.
+fn kubelet_steps(v: &str) -> Vec<String> {
+    vec![
+        "apt-mark unhold kubelet kubectl".to_string(),
+        format!("apt-get install -y -q kubelet={v}-* kubectl={v}-*"),
+        "apt-mark hold kubelet kubectl".to_string(),
+        "systemctl daemon-reload".to_string(),
+        "systemctl restart kubelet".to_string(),
+    ]
+}
+
+fn kubeadm_steps(v: &str) -> Vec<String> {
+    vec![
+        "apt-mark unhold kubeadm".to_string(),
+        format!("apt-get install -y -q kubeadm={v}-*"),
+        "apt-mark hold kubeadm".to_string(),
+    ]
+}
+
+/// Every host that restarted its kubelet was cordoned and had no pods left but DaemonSet pods.
+fn assert_drained_at_restart(calls: &[Call], node: &str) {
+    let restart = calls
+        .iter()
+        .find(|c| c.is(node, &["systemctl", "restart", "kubelet"]))
+        .unwrap_or_else(|| panic!("{node} never restarted its kubelet: {calls:#?}"));
+    assert_eq!(
+        restart.seen["node"]["unschedulable"], true,
+        "{node} not cordoned at its kubelet restart: {restart:?}"
+    );
+    assert_eq!(
+        restart.seen["node"]["pods"],
+        serde_json::json!([]),
+        "{node} not drained at its kubelet restart: {restart:?}"
+    );
+}
+
+#[test]
+fn plan_writes_nothing_then_control_plane_bridges_calico_upgrades_one_at_a_time_and_tests() {
+    let Some(p) = Phases::start(CLUSTER_128, RELEASES_128) else {
+        return;
+    };
+    let target = format!("k8s_target_version={TARGET}");
+    let v = format!("v{TARGET}");
+
+    // plan: reads only, and says what the control_plane phase will do.
+    p.c.handle.faults().reset_counters();
+    let out = p.run(&["-e", "k8s_upgrade_phase=plan", "-e", &target]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let counters = p.c.handle.faults().counters();
+    assert_eq!(counters.total_writes, 0, "{:#?}\n{t}", counters.writes);
+    let changing: Vec<Call> = p
+        .calls()
+        .into_iter()
+        .filter(Call::changes_something)
+        .collect();
+    assert!(changing.is_empty(), "plan changed hosts: {changing:#?}");
+    assert!(
+        t.contains(&format!("Kubernetes 1.28.15 -> {TARGET}")),
+        "{t}"
+    );
+    assert!(t.contains("Path: v3.27.5 -> v3.28.5"), "{t}");
+    assert!(t.contains("Control plane, one at a time: cp1, cp2"), "{t}");
+    assert_eq!(p.server_version(), "v1.28.15");
+    for h in HOSTS {
+        assert_eq!(recap(&out, h)["changed"], 0, "{h}: {t}");
+    }
+
+    // control_plane.
+    let started = std::time::Instant::now();
+    let out = p.run(&["-e", "k8s_upgrade_phase=control_plane", "-e", &target]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    eprintln!("control_plane phase: {:?}", started.elapsed());
+    let calls = p.calls();
+
+    // Only the control-plane hosts were touched: cp1 with apply, cp2 with node, in that order.
+    assert!(
+        argvs(&calls, "w1").is_empty() && argvs(&calls, "w2").is_empty(),
+        "{calls:#?}"
+    );
+    let mut cp1 = kubeadm_steps(TARGET);
+    cp1.push(format!("kubeadm upgrade plan {v}"));
+    cp1.push(format!("kubeadm upgrade apply --yes {v}"));
+    cp1.extend(kubelet_steps(TARGET));
+    assert_eq!(argvs(&calls, "cp1"), cp1);
+    let mut cp2 = kubeadm_steps(TARGET);
+    cp2.push("kubeadm upgrade node".to_string());
+    cp2.extend(kubelet_steps(TARGET));
+    assert_eq!(argvs(&calls, "cp2"), cp2);
+
+    // Calico was on the bridge, rolled out on every node, before kubeadm moved the API server.
+    let apply = calls
+        .iter()
+        .find(|c| c.is("cp1", &["kubeadm", "upgrade", "apply"]))
+        .unwrap();
+    assert_eq!(apply.seen["server_version"], "v1.28.15", "{apply:?}");
+    assert_eq!(
+        image_tag(apply),
+        "v3.28.5",
+        "no bridge before kubeadm: {apply:?}"
+    );
+    assert!(
+        rolled_out(apply),
+        "bridge not rolled out at kubeadm apply: {apply:?}"
+    );
+    let first = calls.iter().find(|c| c.node == "cp1").unwrap();
+    assert_eq!(image_tag(first), "v3.28.5", "{first:?}");
+
+    // One at a time: cp2 started after cp1 was done (upgraded, uncordoned).
+    let cp1_last = calls.iter().rfind(|c| c.node == "cp1").unwrap();
+    let cp2_first = calls.iter().find(|c| c.node == "cp2").unwrap();
+    assert!(cp1_last.ts < cp2_first.ts);
+    assert_eq!(cp2_first.seen["server_version"], v.as_str());
+    assert_eq!(
+        cp2_first.seen["cordoned"],
+        serde_json::json!([]),
+        "{cp2_first:?}"
+    );
+    let cp2_node = calls
+        .iter()
+        .find(|c| c.is("cp2", &["kubeadm", "upgrade", "node"]))
+        .unwrap();
+    assert_eq!(cp2_node.seen["server_version"], v.as_str());
+    assert_drained_at_restart(&calls, "cp1");
+    assert_drained_at_restart(&calls, "cp2");
+    // Calico stayed on the bridge while the control plane moved.
+    for c in &calls {
+        assert_eq!(image_tag(c), "v3.28.5", "{c:?}");
+    }
+
+    // The playbook's order: bridge -> apply -> node -> recommendation -> network test.
+    let bridge = ran(&t, "k8s_calico : Upgrade Calico to v3.28.5");
+    let apply_task = ran(
+        &t,
+        "k8s_upgrade : Upgrade the control plane with kubeadm upgrade apply",
+    );
+    let node_task = ran(
+        &t,
+        "k8s_upgrade : Upgrade this control-plane node with kubeadm upgrade node",
+    );
+    let recommended = ran(&t, "k8s_calico : Upgrade Calico to v3.29.7");
+    let nettest = ran(&t, "k8s_calico : Prove pod networking after the upgrade");
+    assert!(bridge < apply_task && apply_task < node_task, "{t}");
+    assert!(node_task < recommended && recommended < nettest, "{t}");
+    // The bridge ran without the network test; the one after the recommendation passed.
+    assert_eq!(t.matches("network test passed").count(), 1, "{t}");
+    assert!(at(&t, "network test passed") > nettest, "{t}");
+
+    // The cluster afterwards.
+    assert_eq!(p.server_version(), v);
+    let kubelets = p.kubelet_versions();
+    assert_eq!(
+        kubelets,
+        [
+            ("cp1".to_string(), v.clone()),
+            ("cp2".to_string(), v.clone()),
+            ("w1".to_string(), "v1.28.15".to_string()),
+            ("w2".to_string(), "v1.28.15".to_string()),
+        ]
+    );
+    let images = p.c.calico_node_images();
+    assert_eq!(images.len(), 4, "{images:?}");
+    for (node, image) in &images {
+        assert!(image.ends_with("calico/node:v3.29.7"), "{node}: {image}");
+    }
+    assert_eq!(p.c.backups().len(), 2, "one backup per Calico change");
+    assert!(p.cordoned().is_empty(), "{:?}", p.cordoned());
+}
+
+/// Kubernetes 1.28 clusters whose control plane the test moves to 1.29.4 (as the control_plane
+/// phase leaves it), with Calico v3.29.7, the recommendation for 1.29.
+const CLUSTER_WORKERS: &str = "
+kubernetes_version: v1.28.15
+nodes: {count: 4, control_plane: 2}
+calico:
+  version: v3.29.7
+  pool_cidr: 172.16.0.0/16
+";
+
+/// A Deployment whose pods can only run on the workers (the control-plane nodes are tainted).
+fn web_deployment() -> Value {
+    serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": 4,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "registry.k8s.io/pause:3.9"}]}
+            }
+        }
+    })
+}
+
+#[test]
+fn nodes_phase_drains_and_upgrades_the_workers_in_batches_then_tests_the_network() {
+    let Some(p) = Phases::start(CLUSTER_WORKERS, &["v3.29.7"]) else {
+        return;
+    };
+    let v = format!("v{TARGET}");
+    let cluster = p.c.handle.cluster();
+    cluster.set_version(kubesim::KubeVersion::parse(&v).unwrap());
+    for cp in ["cp1", "cp2"] {
+        kubesim::kubelet::set_kubelet_version(cluster, cp, &v).unwrap();
+    }
+    p.c.create("apps/v1", "deployments", Some("default"), web_deployment());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let running =
+            p.c.list("v1", "pods")
+                .into_iter()
+                .filter(|p| {
+                    p["metadata"]["labels"]["app"] == "web" && p["status"]["phase"] == "Running"
+                })
+                .count();
+        if running == 4 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "web pods not running");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    let started = std::time::Instant::now();
+    let out = p.run(&[
+        "-e",
+        "k8s_upgrade_phase=nodes",
+        "-e",
+        &format!("k8s_target_version={TARGET}"),
+        "-e",
+        "k8s_upgrade_serial=2",
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    eprintln!("nodes phase: {:?}", started.elapsed());
+    let calls = p.calls();
+
+    // The control-plane hosts were left alone; each worker ran the whole sequence.
+    assert!(
+        argvs(&calls, "cp1").is_empty() && argvs(&calls, "cp2").is_empty(),
+        "{calls:#?}"
+    );
+    let mut steps = kubeadm_steps(TARGET);
+    steps.push("kubeadm upgrade node".to_string());
+    steps.extend(kubelet_steps(TARGET));
+    for w in ["w1", "w2"] {
+        assert_eq!(argvs(&calls, w), steps, "{w}");
+        // It had workload pods before the drain, none left (and cordoned) at its restart.
+        let first = calls.iter().find(|c| c.node == w).unwrap();
+        assert_eq!(first.seen["node"]["unschedulable"], false, "{first:?}");
+        assert_ne!(
+            first.seen["node"]["pods"],
+            serde_json::json!([]),
+            "{first:?}"
+        );
+        assert_drained_at_restart(&calls, w);
+        // k8s_upgrade_serial=2: both workers are one batch, drained together.
+        let restart = calls
+            .iter()
+            .find(|c| c.is(w, &["systemctl", "restart", "kubelet"]))
+            .unwrap();
+        assert_eq!(
+            restart.seen["cordoned"],
+            serde_json::json!(["w1", "w2"]),
+            "{restart:?}"
+        );
+        assert_eq!(restart.seen["node"]["kubelet_version"], "v1.28.15");
+    }
+    // The network test ran after the workers, on the upgraded nodes.
+    let last_uncordon = t
+        .rfind("TASK [k8s_upgrade : Uncordon")
+        .unwrap_or_else(|| panic!("no uncordon:\n{t}"));
+    let verify = ran(&t, "k8s_calico : Prove pod networking");
+    assert!(last_uncordon < verify, "{t}");
+    assert!(at(&t, "network test passed") > verify, "{t}");
+
+    // The cluster afterwards: every kubelet on the target, nothing cordoned, Calico untouched.
+    assert_eq!(p.server_version(), v);
+    for (node, kubelet) in p.kubelet_versions() {
+        assert_eq!(kubelet, v, "{node}");
+    }
+    assert!(p.cordoned().is_empty(), "{:?}", p.cordoned());
+    assert!(p.c.backups().is_empty());
+
+    // Again, with Calico switched off: every worker is already upgraded, nothing is written,
+    // and the role says that it left Calico alone.
+    let before = calls.len();
+    p.c.handle.faults().reset_counters();
+    let out = p.run(&[
+        "-e",
+        "k8s_upgrade_phase=nodes",
+        "-e",
+        &format!("k8s_target_version={TARGET}"),
+        "-e",
+        "k8s_calico_upgrade_enabled=false",
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert_eq!(p.calls().len(), before, "{:#?}", &p.calls()[before..]);
+    let counters = p.c.handle.faults().counters();
+    assert_eq!(counters.total_writes, 0, "{:#?}\n{t}", counters.writes);
+    assert!(t.contains(&format!("w1 already runs kubelet {v}")), "{t}");
+    assert!(t.contains(&format!("w2 already runs kubelet {v}")), "{t}");
+    assert!(
+        t.contains("k8s_calico_upgrade_enabled is false: Calico is not planned, backed up, upgraded or tested."),
+        "{t}"
+    );
+    assert!(!t.contains("network test passed"), "{t}");
+    for h in HOSTS {
+        assert_eq!(recap(&out, h)["changed"], 0, "{h}: {t}");
+    }
+}
+
+#[test]
+fn bad_values_are_refused_before_any_task_runs() {
+    let Some(p) = Phases::start(CLUSTER_WORKERS, &[]) else {
+        return;
+    };
+    let target = format!("k8s_target_version={TARGET}");
+    p.c.handle.faults().reset_counters();
+    for (extra, expected) in [
+        (
+            "k8s_upgrade_phase=bogus",
+            "value of k8s_upgrade_phase must be one of: plan, calico, control_plane, nodes, got: bogus",
+        ),
+        (
+            "k8s_calico_upgrade_timeout=-5",
+            "k8s_calico_upgrade_timeout must be 1 or more seconds, got -5",
+        ),
+        (
+            "k8s_upgrade_drain_timeout=0",
+            "k8s_upgrade_drain_timeout must be 1 or more seconds, got 0",
+        ),
+        (
+            "k8s_calico_nettest_timeout=5",
+            "k8s_calico_nettest_timeout must be 10 or more seconds, got 5",
+        ),
+    ] {
+        let out = p.run(&[
+            "-e",
+            "k8s_upgrade_phase=control_plane",
+            "-e",
+            &target,
+            "-e",
+            extra,
+        ]);
+        let t = text(&out);
+        assert!(!out.status.success(), "{extra}: {t}");
+        assert!(t.contains(expected), "{extra}: {t}");
+        assert!(
+            !t.contains("TASK [k8s_") && !t.contains("PLAY [Plan"),
+            "{extra}: a task ran before the check:\n{t}"
+        );
+    }
+    assert!(p.calls().is_empty(), "{:#?}", p.calls());
+    assert_eq!(p.c.handle.faults().counters().total_writes, 0);
+    assert_eq!(p.server_version(), "v1.28.15");
+}
