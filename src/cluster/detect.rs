@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
@@ -23,6 +23,16 @@ pub const OPERATOR_NAMESPACE: &str = "tigera-operator";
 pub const OPERATOR_CALICO_NAMESPACE: &str = "calico-system";
 /// Where calico.yaml puts Calico.
 pub const MANIFEST_NAMESPACE: &str = "kube-system";
+/// Upstream's manifest for Kubernetes-datastore installs.
+pub const CALICO_YAML: &str = "calico.yaml";
+/// Upstream's manifest for Kubernetes-datastore installs above 50 nodes: calico.yaml plus the
+/// calico-typha Deployment, Service and PodDisruptionBudget, and `typha_service_name:
+/// calico-typha` in the calico-config ConfigMap.
+pub const CALICO_TYPHA_YAML: &str = "calico-typha.yaml";
+/// Upstream's manifest for etcd-datastore installs (which the product refuses to upgrade).
+pub const CALICO_ETCD_YAML: &str = "calico-etcd.yaml";
+/// The typha Deployment (and Service) calico-typha.yaml creates in kube-system.
+pub const TYPHA_NAME: &str = "calico-typha";
 
 /// The Calico datastore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -59,6 +69,10 @@ pub struct Install {
     pub unversioned_pods: Vec<String>,
     /// The datastore.
     pub datastore: Datastore,
+    /// Manifest installs: the upstream file the install was made from, [`CALICO_YAML`] or
+    /// [`CALICO_TYPHA_YAML`] (see [`manifest_file`]), [`CALICO_ETCD_YAML`] on the etcd
+    /// datastore; `None` for operator installs.
+    pub manifest_file: Option<&'static str>,
 }
 
 impl Install {
@@ -93,6 +107,7 @@ impl Install {
             "daemonset_version": self.daemonset_version,
             "running_versions": running,
             "datastore": self.datastore,
+            "manifest_file": self.manifest_file,
         })
     }
 }
@@ -185,6 +200,40 @@ fn classify_cni(ds: &DaemonSet) -> Option<&'static str> {
     None
 }
 
+/// Which upstream manifest a manifest install was made from: calico-typha.yaml when the
+/// `calico-typha` Deployment exists in kube-system or calico-config's `typha_service_name`
+/// names a service (calico.yaml ships `none`), calico.yaml otherwise. Upgrading a typha
+/// install from calico.yaml would leave typha on its old image and take
+/// `typha_service_name` for a local change.
+pub fn manifest_file(typha_deployment: bool, typha_service_name: Option<&str>) -> &'static str {
+    let names_a_service = typha_service_name
+        .map(str::trim)
+        .is_some_and(|s| !s.is_empty() && !s.eq_ignore_ascii_case("none"));
+    if typha_deployment || names_a_service {
+        CALICO_TYPHA_YAML
+    } else {
+        CALICO_YAML
+    }
+}
+
+/// Reads what [`manifest_file`] decides from.
+async fn detect_manifest_file(client: &Client) -> Result<&'static str> {
+    let typha = Api::<Deployment>::namespaced(client.clone(), MANIFEST_NAMESPACE)
+        .get_opt(TYPHA_NAME)
+        .await
+        .with_context(|| format!("reading Deployment {MANIFEST_NAMESPACE}/{TYPHA_NAME}"))?;
+    let config = Api::<ConfigMap>::namespaced(client.clone(), MANIFEST_NAMESPACE)
+        .get_opt("calico-config")
+        .await
+        .with_context(|| format!("reading ConfigMap {MANIFEST_NAMESPACE}/calico-config"))?;
+    let service_name = config
+        .as_ref()
+        .and_then(|c| c.data.as_ref())
+        .and_then(|d| d.get("typha_service_name"))
+        .map(String::as_str);
+    Ok(manifest_file(typha.is_some(), service_name))
+}
+
 /// Inspects the cluster.
 pub async fn detect(client: &Client) -> Result<Detection> {
     let all_ds: Api<DaemonSet> = Api::all(client.clone());
@@ -235,6 +284,13 @@ pub async fn detect(client: &Client) -> Result<Detection> {
             .and_then(|p| container_image(&p.containers, "calico-node"))
     });
     let datastore = node_ds.map(datastore_of).unwrap_or(Datastore::Kubernetes);
+    let manifest_file = match (method, datastore) {
+        (InstallMethod::Operator, _) => None,
+        (InstallMethod::Manifest, Datastore::Etcd) => Some(CALICO_ETCD_YAML),
+        (InstallMethod::Manifest, Datastore::Kubernetes) => {
+            Some(detect_manifest_file(client).await?)
+        }
+    };
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let mut running: BTreeMap<Version, Vec<String>> = BTreeMap::new();
@@ -315,6 +371,7 @@ pub async fn detect(client: &Client) -> Result<Detection> {
             running,
             unversioned_pods: unversioned,
             datastore,
+            manifest_file,
         }),
         other_cnis,
         nodes,
@@ -411,6 +468,19 @@ mod tests {
             "spec": {"selector": {}, "template": {"spec": {"containers": containers}}}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn the_manifest_flavour_follows_typha() {
+        assert_eq!(manifest_file(false, None), CALICO_YAML);
+        assert_eq!(manifest_file(false, Some("none")), CALICO_YAML);
+        assert_eq!(manifest_file(false, Some("")), CALICO_YAML);
+        assert_eq!(manifest_file(true, Some("none")), CALICO_TYPHA_YAML);
+        assert_eq!(
+            manifest_file(false, Some("calico-typha")),
+            CALICO_TYPHA_YAML
+        );
+        assert_eq!(manifest_file(true, None), CALICO_TYPHA_YAML);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use kube::Client;
 use serde_json::{Map, Value, json};
 
@@ -63,7 +63,7 @@ pub static SPEC: ModuleSpec = ModuleSpec {
         Param::int("timeout").default_int(300).help("Seconds to wait for each hop to roll out"),
         Param::bool("rollback_on_failure", true).help("Restore the backup when a hop fails"),
         Param::str("manifest_url").help("URL template with {version} and {file}; default: upstream, from the catalog"),
-        Param::path("manifest_dir").help("Air-gapped: a local folder with vX.Y.Z/<file> (calico.yaml, tigera-operator.yaml, ...)"),
+        Param::path("manifest_dir").help("Air-gapped: a local folder with vX.Y.Z/<file> (calico.yaml or calico-typha.yaml, tigera-operator.yaml, ...)"),
         Param::dict("manifest_checksums").help("sha256 per file, keyed by vX.Y.Z/<file> or <file>; verified before anything is applied"),
         Param::str("image_registry").help("A private registry: rewrites manifest images, sets Installation.spec.registry for operator installs"),
         cluster::KUBECONFIG,
@@ -330,10 +330,22 @@ impl Job {
         Ok(install)
     }
 
-    async fn load(&self, version: &Version, method: InstallMethod) -> Result<Release> {
+    /// Loads and verifies the files of a release the install applies: the catalog's, with
+    /// calico.yaml replaced by the flavour a manifest install was made from
+    /// ([`Install::manifest_file`], e.g. calico-typha.yaml).
+    async fn load(&self, version: &Version, install: &Install) -> Result<Release> {
         let mut objs = Vec::new();
-        for file in catalog().install_files(method, version) {
-            let m = self.opts.source.load(version, file).await?;
+        for file in install_files(install, version) {
+            let loaded = self.opts.source.load(version, file).await;
+            let m = if file == detect::CALICO_TYPHA_YAML {
+                loaded.with_context(|| {
+                    format!(
+                        "this cluster was installed from {file} (it runs typha), so {file} of Calico {version} is needed, not calico.yaml"
+                    )
+                })?
+            } else {
+                loaded?
+            };
             objs.extend(
                 objects::parse_manifest(&m.text)
                     .map_err(|e| anyhow!("{} ({}): {e}", m.file, m.origin))?,
@@ -416,17 +428,17 @@ impl Job {
         // Everything the run will apply is loaded and verified before the first write.
         let method = install.method;
         let base = match method {
-            InstallMethod::Manifest => match self.load(&current, method).await {
+            InstallMethod::Manifest => match self.load(&current, &install).await {
                 Ok(r) => Some(r),
                 Err(e) if self.opts.force => {
                     self.warn(format!(
-                        "force: the manifest of the running {current} cannot be loaded ({e}); customisations cannot be told from upstream defaults and are NOT carried over"
+                        "force: the manifest of the running {current} cannot be loaded ({e:#}); customisations cannot be told from upstream defaults and are NOT carried over"
                     ));
                     None
                 }
                 Err(e) => {
                     return Err(fail(format!(
-                        "cannot load the manifest of the running Calico {current}, needed to carry your customisations over: {e}"
+                        "cannot load the manifest of the running Calico {current}, needed to carry your customisations over: {e:#}"
                     )));
                 }
             },
@@ -434,7 +446,7 @@ impl Job {
         };
         let mut releases = Vec::new();
         for v in &path {
-            releases.push(self.load(v, method).await.map_err(Failure::from)?);
+            releases.push(self.load(v, &install).await.map_err(Failure::from)?);
         }
 
         let checks = precheck::run(
@@ -906,6 +918,19 @@ impl Job {
         .changed(changed)
         .fact("calico_upgrade", Value::Object(self.facts.clone())))
     }
+}
+
+/// The files of a release an install applies: the catalog's for its method, with a manifest
+/// install's calico.yaml replaced by the flavour it was made from.
+fn install_files<'a>(install: &'a Install, version: &Version) -> Vec<&'a str> {
+    catalog()
+        .install_files(install.method, version)
+        .into_iter()
+        .map(|file| match (install.method, install.manifest_file) {
+            (InstallMethod::Manifest, Some(flavour)) if file == detect::CALICO_YAML => flavour,
+            _ => file,
+        })
+        .collect()
 }
 
 /// Whether the operator of a release writes `Installation.status.calicoVersion` (v1.29 and up).

@@ -9,6 +9,7 @@
 //!   pool_cidr: 192.168.0.0/16
 //!   env: {IP_AUTODETECTION_METHOD: "interface=eth0"}   # calico-node env set or overridden
 //!   config: {veth_mtu: "1440"}                          # calico-config data
+//!   manifest: calico.yaml                     # or calico-typha.yaml (manifest installs)
 //!   datastore: kubernetes                     # or etcd (manifest installs)
 //!   installation: {registry: my.registry.io/}  # operator installs: merged into Installation.spec
 //! other_cni: [flannel]                        # flannel, canal, cilium, weave, kube-router, antrea, multus
@@ -150,6 +151,11 @@ pub struct CalicoInstall {
     /// `calico-config` data set or overridden (manifest installs).
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// Manifest installs: the file installed, `calico.yaml` or `calico-typha.yaml` (upstream's
+    /// choice above 50 nodes: calico.yaml plus the calico-typha Deployment, Service and
+    /// PodDisruptionBudget).
+    #[serde(default = "calico_yaml")]
+    pub manifest: String,
     /// `kubernetes` or `etcd`.
     #[serde(default = "kubernetes")]
     pub datastore: String,
@@ -161,6 +167,10 @@ pub struct CalicoInstall {
 
 fn manifest() -> String {
     "manifest".into()
+}
+
+fn calico_yaml() -> String {
+    "calico.yaml".into()
 }
 
 fn pool() -> String {
@@ -403,6 +413,12 @@ fn install_operator(c: &Cluster, calico: &CalicoInstall) -> Result<()> {
             calico.datastore
         );
     }
+    if calico.manifest != "calico.yaml" {
+        bail!(
+            "calico.manifest {} is for manifest installs; operator installs render typha themselves",
+            calico.manifest
+        );
+    }
     if !calico.env.is_empty() || !calico.config.is_empty() {
         bail!(
             "calico.env and calico.config are for manifest installs; give operator installs calico.installation (Installation spec fields)"
@@ -456,7 +472,8 @@ fn install_calico(c: &Cluster, calico: &CalicoInstall) -> Result<()> {
     if calico.installation.is_some() {
         bail!("calico.installation is for operator installs");
     }
-    let mut objects = crate::calico::manifest_objects(&calico.version, method)?;
+    let mut objects = crate::calico::manifest_flavour_objects(&calico.version, &calico.manifest)
+        .map_err(|e| anyhow!("calico.manifest: {e}"))?;
     for o in objects.iter_mut() {
         if o["kind"] == "ConfigMap" && o.pointer("/metadata/name") == Some(&json!("calico-config"))
         {

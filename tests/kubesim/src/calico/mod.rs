@@ -16,6 +16,28 @@ use k8s_calico::catalog::{InstallMethod, catalog};
 use k8s_calico::version::{Minor, Version};
 use serde_json::{Value, json};
 
+/// The manifest flavours upstream publishes for Kubernetes-datastore manifest installs:
+/// `calico.yaml`, and `calico-typha.yaml` (the docs' choice above 50 nodes: the same objects
+/// plus the calico-typha Deployment, Service and PodDisruptionBudget, and
+/// `typha_service_name: calico-typha` in calico-config).
+pub const MANIFEST_FLAVOURS: [&str; 2] = ["calico.yaml", "calico-typha.yaml"];
+
+/// The objects of one manifest flavour ([`MANIFEST_FLAVOURS`]) of a release.
+pub fn manifest_flavour_objects(version: &str, file: &str) -> Result<Vec<Value>> {
+    let v: Version = version.parse().map_err(|e| anyhow!("{version}: {e}"))?;
+    catalog()
+        .release(&v)
+        .ok_or_else(|| anyhow!("Calico {v} is not in the catalog"))?;
+    match file {
+        "calico.yaml" => Ok(calico_yaml(&v, false)),
+        "calico-typha.yaml" => Ok(calico_yaml(&v, true)),
+        other => Err(anyhow!(
+            "no generator for {other}; manifest flavours: {}",
+            MANIFEST_FLAVOURS.join(", ")
+        )),
+    }
+}
+
 /// The files of one release, as (file name, YAML text), in the order the catalog applies them.
 /// Operator installs also get `custom-resources.yaml` (what a user applies once at install).
 pub fn manifest_files(version: &str, method: InstallMethod) -> Result<Vec<(String, String)>> {
@@ -26,7 +48,7 @@ pub fn manifest_files(version: &str, method: InstallMethod) -> Result<Vec<(Strin
     let mut files = Vec::new();
     for file in catalog().install_files(method, &v) {
         let objects = match file {
-            "calico.yaml" => calico_yaml(&v),
+            "calico.yaml" => calico_yaml(&v, false),
             "tigera-operator.yaml" => tigera_operator_yaml(&v, &release.operator),
             "operator-crds.yaml" => operator_crds(&v),
             other => return Err(anyhow!("no generator for {other}")),
@@ -52,13 +74,26 @@ pub fn manifest_objects(version: &str, method: InstallMethod) -> Result<Vec<Valu
 }
 
 /// Writes `dir/vX.Y.Z/<file>` for each release: what `calico_upgrade`'s `manifest_dir` reads.
+/// Manifest installs get every flavour ([`MANIFEST_FLAVOURS`]), as an air-gapped mirror of
+/// upstream's `manifests/` folder would hold them.
 pub fn write_manifest_dir(dir: &Path, versions: &[&str], method: InstallMethod) -> Result<()> {
     for version in versions {
         let v: Version = version.parse().map_err(|e| anyhow!("{version}: {e}"))?;
         let folder = dir.join(v.to_string());
         std::fs::create_dir_all(&folder)
             .with_context(|| format!("creating {}", folder.display()))?;
-        for (file, text) in manifest_files(version, method)? {
+        let mut files = manifest_files(version, method)?;
+        if method == InstallMethod::Manifest {
+            for flavour in MANIFEST_FLAVOURS {
+                if !files.iter().any(|(f, _)| f == flavour) {
+                    files.push((
+                        flavour.to_string(),
+                        to_yaml(&manifest_flavour_objects(version, flavour)?)?,
+                    ));
+                }
+            }
+        }
+        for (file, text) in files {
             std::fs::write(folder.join(&file), text)
                 .with_context(|| format!("writing {}/{file}", folder.display()))?;
         }
@@ -203,15 +238,26 @@ fn crd(group: &str, plural: &str, kind: &str, namespaced: bool, status: bool) ->
     })
 }
 
-fn calico_yaml(v: &Version) -> Vec<Value> {
+/// calico.yaml, or with `typha` calico-typha.yaml: upstream renders both from one chart, the
+/// latter with typha enabled, which adds (in upstream's order) the calico-typha
+/// PodDisruptionBudget after kube-controllers', the Service before the calico-node DaemonSet,
+/// the Deployment last, and sets `typha_service_name: calico-typha`.
+fn calico_yaml(v: &Version, typha: bool) -> Vec<Value> {
     let ns = "kube-system";
     let mut objs = vec![
         json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
             "metadata": {"name": "calico-kube-controllers", "namespace": ns, "labels": {"k8s-app": "calico-kube-controllers"}},
             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"k8s-app": "calico-kube-controllers"}}}}),
+    ];
+    if typha {
+        objs.push(json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "calico-typha", "namespace": ns, "labels": {"k8s-app": "calico-typha"}},
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"k8s-app": "calico-typha"}}}}));
+    }
+    objs.extend([
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "calico-kube-controllers", "namespace": ns}}),
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "calico-node", "namespace": ns}}),
-    ];
+    ]);
     let cni_plugin_sa = v.minor() >= Minor::new(3, 26);
     if cni_plugin_sa {
         objs.push(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "calico-cni-plugin", "namespace": ns}}));
@@ -220,7 +266,7 @@ fn calico_yaml(v: &Version) -> Vec<Value> {
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "calico-config", "namespace": ns},
         "data": {
-            "typha_service_name": "none",
+            "typha_service_name": if typha { "calico-typha" } else { "none" },
             "calico_backend": "bird",
             "veth_mtu": "0",
             "cni_network_config": "{\n  \"name\": \"k8s-pod-network\",\n  \"cniVersion\": \"0.3.1\",\n  \"plugins\": [{\"type\": \"calico\", \"datastore_type\": \"kubernetes\", \"mtu\": __CNI_MTU__, \"ipam\": {\"type\": \"calico-ipam\"}}, {\"type\": \"portmap\", \"snat\": true, \"capabilities\": {\"portMappings\": true}}]\n}"
@@ -269,6 +315,12 @@ fn calico_yaml(v: &Version) -> Vec<Value> {
         init.push(json!({"name": "mount-bpffs", "image": image(v, "node"), "imagePullPolicy": "IfNotPresent",
             "command": ["calico-node", "-init", "-best-effort"], "securityContext": {"privileged": true}}));
     }
+    if typha {
+        objs.push(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "calico-typha", "namespace": ns, "labels": {"k8s-app": "calico-typha"}},
+            "spec": {"ports": [{"port": 5473, "protocol": "TCP", "targetPort": "calico-typha", "name": "calico-typha"}],
+                "selector": {"k8s-app": "calico-typha"}}}));
+    }
     objs.push(json!({
         "apiVersion": "apps/v1", "kind": "DaemonSet",
         "metadata": {"name": "calico-node", "namespace": ns, "labels": {"k8s-app": "calico-node"}},
@@ -292,6 +344,7 @@ fn calico_yaml(v: &Version) -> Vec<Value> {
                         "envFrom": [{"configMapRef": {"name": "kubernetes-services-endpoint", "optional": true}}],
                         "env": [
                             {"name": "DATASTORE_TYPE", "value": "kubernetes"},
+                            {"name": "FELIX_TYPHAK8SSERVICENAME", "valueFrom": {"configMapKeyRef": {"name": "calico-config", "key": "typha_service_name"}}},
                             {"name": "WAIT_FOR_DATASTORE", "value": "true"},
                             {"name": "NODENAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
                             {"name": "CALICO_NETWORKING_BACKEND", "valueFrom": {"configMapKeyRef": {"name": "calico-config", "key": "calico_backend"}}},
@@ -343,7 +396,57 @@ fn calico_yaml(v: &Version) -> Vec<Value> {
             }
         }
     }));
+    if typha {
+        objs.push(typha_deployment(v));
+    }
     objs
+}
+
+/// calico-typha.yaml's Deployment: one replica upstream (users scale it, one per 100-200
+/// nodes), a 100% surge rolling update, host-networked on port 5473.
+fn typha_deployment(v: &Version) -> Value {
+    let ns = "kube-system";
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "calico-typha", "namespace": ns, "labels": {"k8s-app": "calico-typha"}},
+        "spec": {
+            "replicas": 1,
+            "revisionHistoryLimit": 2,
+            "selector": {"matchLabels": {"k8s-app": "calico-typha"}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "100%", "maxUnavailable": 1}},
+            "template": {
+                "metadata": {"labels": {"k8s-app": "calico-typha"}, "annotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "true"}},
+                "spec": {
+                    "nodeSelector": {"kubernetes.io/os": "linux"},
+                    "hostNetwork": true,
+                    "terminationGracePeriodSeconds": 300,
+                    "tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"}, {"effect": "NoSchedule", "operator": "Exists"}, {"effect": "NoExecute", "operator": "Exists"}],
+                    "serviceAccountName": "calico-node",
+                    "priorityClassName": "system-cluster-critical",
+                    "securityContext": {"fsGroup": 65534},
+                    "containers": [{
+                        "name": "calico-typha",
+                        "image": image(v, "typha"),
+                        "imagePullPolicy": "IfNotPresent",
+                        "ports": [{"containerPort": 5473, "name": "calico-typha", "protocol": "TCP"}],
+                        "envFrom": [{"configMapRef": {"name": "kubernetes-services-endpoint", "optional": true}}],
+                        "env": [
+                            {"name": "TYPHA_LOGSEVERITYSCREEN", "value": "info"},
+                            {"name": "TYPHA_LOGFILEPATH", "value": "none"},
+                            {"name": "TYPHA_LOGSEVERITYSYS", "value": "none"},
+                            {"name": "TYPHA_CONNECTIONREBALANCINGMODE", "value": "kubernetes"},
+                            {"name": "TYPHA_DATASTORETYPE", "value": "kubernetes"},
+                            {"name": "TYPHA_HEALTHENABLED", "value": "true"},
+                            {"name": "TYPHA_SHUTDOWNTIMEOUTSECS", "value": "300"}
+                        ],
+                        "livenessProbe": {"httpGet": {"path": "/liveness", "port": 9098, "host": "localhost"}, "periodSeconds": 30, "initialDelaySeconds": 30, "timeoutSeconds": 10},
+                        "readinessProbe": {"httpGet": {"path": "/readiness", "port": 9098, "host": "localhost"}, "periodSeconds": 10, "timeoutSeconds": 10},
+                        "securityContext": {"runAsNonRoot": true, "allowPrivilegeEscalation": false}
+                    }]
+                }
+            }
+        }
+    })
 }
 
 fn operator_crds(v: &Version) -> Vec<Value> {
@@ -464,6 +567,63 @@ mod tests {
                 .iter()
                 .any(|o| o.to_string().contains("quay.io/calico/node:v3.31.7"))
         );
+    }
+
+    #[test]
+    fn calico_typha_yaml_is_calico_yaml_plus_typha() {
+        let plain = manifest_flavour_objects("v3.27.5", "calico.yaml").unwrap();
+        let typha = manifest_flavour_objects("v3.27.5", "calico-typha.yaml").unwrap();
+        let names = |objs: &[Value]| -> Vec<String> {
+            objs.iter()
+                .map(|o| format!("{} {}", o["kind"], o["metadata"]["name"]))
+                .collect()
+        };
+        let extra: Vec<String> = names(&typha)
+            .into_iter()
+            .filter(|n| !names(&plain).contains(n))
+            .collect();
+        assert_eq!(
+            extra,
+            [
+                "\"PodDisruptionBudget\" \"calico-typha\"",
+                "\"Service\" \"calico-typha\"",
+                "\"Deployment\" \"calico-typha\""
+            ]
+        );
+        assert_eq!(plain.len() + 3, typha.len());
+        let config = |objs: &[Value]| {
+            objs.iter()
+                .find(|o| o["metadata"]["name"] == "calico-config")
+                .unwrap()["data"]["typha_service_name"]
+                .clone()
+        };
+        assert_eq!(config(&plain), "none");
+        assert_eq!(config(&typha), "calico-typha");
+        let d = typha
+            .iter()
+            .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "calico-typha")
+            .unwrap();
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["image"],
+            "docker.io/calico/typha:v3.27.5"
+        );
+        let later = manifest_flavour_objects("v3.31.7", "calico-typha.yaml").unwrap();
+        assert!(
+            later
+                .iter()
+                .any(|o| o.to_string().contains("quay.io/calico/typha:v3.31.7"))
+        );
+        assert!(manifest_flavour_objects("v3.27.5", "calico-etcd.yaml").is_err());
+
+        let dir = tempfile::tempdir().unwrap();
+        write_manifest_dir(dir.path(), &["v3.27.5"], InstallMethod::Manifest).unwrap();
+        for file in MANIFEST_FLAVOURS {
+            let text = std::fs::read_to_string(dir.path().join("v3.27.5").join(file)).unwrap();
+            assert_eq!(
+                parse_yaml(&text).unwrap(),
+                manifest_flavour_objects("v3.27.5", file).unwrap()
+            );
+        }
     }
 
     #[test]
