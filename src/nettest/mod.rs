@@ -242,6 +242,16 @@ impl<'a> Tester<'a> {
         self.opts.timeout.saturating_sub(self.started.elapsed())
     }
 
+    /// The part of the timeout kept for deleting the namespace: a fifth, 2 s to 60 s.
+    fn cleanup_reserve(&self) -> Duration {
+        (self.opts.timeout / 5).clamp(Duration::from_secs(2), Duration::from_secs(60))
+    }
+
+    /// What is left for deploying and probing, the cleanup's share kept back.
+    fn remaining_for_tests(&self) -> Duration {
+        self.remaining().saturating_sub(self.cleanup_reserve())
+    }
+
     async fn nodes(&self) -> Result<(Vec<String>, BTreeMap<String, String>)> {
         let all = Api::<Node>::all(self.client.clone())
             .list(&ListParams::default())
@@ -494,7 +504,7 @@ impl<'a> Tester<'a> {
 
         // Servers must be ready before anything probes them; a node whose server never becomes
         // ready cannot be a target, and says why.
-        let server_deadline = self.remaining() / 2;
+        let server_deadline = self.remaining_for_tests() / 2;
         let (servers, host_servers, pending) =
             self.wait_servers(nodes, want_host, server_deadline).await?;
         for (node, why) in &pending {
@@ -562,7 +572,7 @@ impl<'a> Tester<'a> {
                 .collect();
             if failed.is_empty()
                 || round >= self.opts.retries
-                || self.remaining() < Duration::from_secs(self.opts.connect_timeout * 4)
+                || self.remaining_for_tests() < Duration::from_secs(self.opts.connect_timeout * 4)
             {
                 break;
             }
@@ -579,7 +589,7 @@ impl<'a> Tester<'a> {
         let needed = results::service_answers_needed(expected_backends.len());
         if !silent.is_empty()
             && answered < needed
-            && self.remaining() >= Duration::from_secs(self.opts.connect_timeout * 4)
+            && self.remaining_for_tests() >= Duration::from_secs(self.opts.connect_timeout * 4)
         {
             let sources: Vec<String> = layout
                 .nodes
@@ -799,7 +809,7 @@ impl<'a> Tester<'a> {
             .boxed();
         let mut finished: BTreeMap<String, Pod> = BTreeMap::new();
         let mut latest: BTreeMap<String, Pod> = BTreeMap::new();
-        let until = tokio::time::Instant::now() + self.remaining();
+        let until = tokio::time::Instant::now() + self.remaining_for_tests();
         while finished.len() < jobs.len() {
             match tokio::time::timeout_at(until, stream.next()).await {
                 Err(_) | Ok(None) => break,
@@ -989,17 +999,21 @@ impl<'a> Tester<'a> {
                 ));
             }
         }
+        // The deletion is requested and finishes server-side in any case: wait for it only
+        // as long as the timeout allows (its cleanup share, at least a second).
         let wait = kube::runtime::wait::await_condition(
             api.clone(),
             &self.settings.namespace,
             |o: Option<&Namespace>| o.is_none(),
         );
-        tokio::time::timeout(Duration::from_secs(120), wait)
+        let patience = self.remaining().max(Duration::from_secs(1));
+        tokio::time::timeout(patience, wait)
             .await
             .map_err(|_| {
                 anyhow!(
-                    "namespace {} still exists after 120s",
-                    self.settings.namespace
+                    "namespace {} is still being deleted after {:.0}s (a finalizer or a stuck pod holds it; the deletion was requested and goes on in the background)",
+                    self.settings.namespace,
+                    patience.as_secs_f64()
                 )
             })?
             .map_err(|e| anyhow!("waiting for namespace deletion: {e}"))?;
