@@ -326,19 +326,6 @@ fn api_errors_and_dropped_watches_during_the_upgrade_are_ridden_out() {
     }
 }
 
-/// Runs an upgrade that must be refused: exit 1, a one-line message, and not one write.
-fn refused(c: &SimCluster, extra: Value) -> String {
-    c.handle.faults().reset_counters();
-    let (out, code) = run(BIN, &c.upgrade_args(extra));
-    assert_eq!((code, &out["failed"]), (1, &json!(true)), "{out:#}");
-    let counters = c.handle.faults().counters();
-    assert_eq!(counters.total_writes, 0, "{:#?}", counters.writes);
-    assert!(c.backups().is_empty());
-    let msg = out["msg"].as_str().unwrap().to_string();
-    assert!(!msg.contains('\n'), "{msg}");
-    msg
-}
-
 #[test]
 fn other_cnis_and_the_etcd_datastore_are_refused_naming_what_was_found() {
     for (cni, namespace) in [
@@ -350,7 +337,7 @@ fn other_cnis_and_the_etcd_datastore_are_refused_naming_what_was_found() {
             &format!("{PLAIN_3_27}other_cni: [{cni}]\nwait_ready: false\n"),
             &["v3.27.5", "v3.28.5"],
         );
-        let msg = refused(&c, json!({"target_version": "v3.28.5"}));
+        let msg = c.refused_upgrade(json!({"target_version": "v3.28.5"}));
         assert!(msg.contains(cni), "{cni}: {msg}");
         assert!(msg.contains(namespace), "{cni}: {msg}");
     }
@@ -358,7 +345,7 @@ fn other_cnis_and_the_etcd_datastore_are_refused_naming_what_was_found() {
         "kubernetes_version: v1.29.10\nnodes: {count: 2}\ncalico: {version: v3.27.5, datastore: etcd}\nwait_ready: false\n",
         &["v3.27.5", "v3.28.5"],
     );
-    let msg = refused(&c, json!({"target_version": "v3.28.5"}));
+    let msg = c.refused_upgrade(json!({"target_version": "v3.28.5"}));
     assert!(msg.contains("etcd"), "{msg}");
 }
 
@@ -368,7 +355,7 @@ fn kubernetes_1_22_is_refused_with_the_supported_range() {
         "kubernetes_version: v1.22.17\nnodes: {count: 2}\ncalico: {version: v3.24.5}\nwait_ready: false\n",
         &["v3.24.5", "v3.25.2"],
     );
-    let msg = refused(&c, json!({"target_version": "v3.25.2"}));
+    let msg = c.refused_upgrade(json!({"target_version": "v3.25.2"}));
     assert!(msg.contains("1.22"), "{msg}");
     assert!(msg.contains("1.23"), "{msg}");
 }
@@ -377,8 +364,7 @@ fn kubernetes_1_22_is_refused_with_the_supported_range() {
 fn a_checksum_mismatch_an_unreachable_mirror_and_a_concurrent_run_are_refused() {
     let c = SimCluster::start(PLAIN_3_27, &["v3.27.5", "v3.28.5"]);
     let zeros = "0".repeat(64);
-    let msg = refused(
-        &c,
+    let msg = c.refused_upgrade(
         json!({"target_version": "v3.28.5", "manifest_checksums": {"v3.28.5/calico.yaml": zeros}}),
     );
     assert!(
@@ -388,11 +374,8 @@ fn a_checksum_mismatch_an_unreachable_mirror_and_a_concurrent_run_are_refused() 
     assert!(msg.contains(&zeros), "{msg}");
 
     // Nothing listens on port 9 of the loopback address.
-    let msg = refused(
-        &c,
-        json!({"target_version": "v3.28.5", "manifest_dir": null,
-            "manifest_url": "http://127.0.0.1:9/calico/{version}/{file}"}),
-    );
+    let msg = c.refused_upgrade(json!({"target_version": "v3.28.5", "manifest_dir": null,
+            "manifest_url": "http://127.0.0.1:9/calico/{version}/{file}"}));
     assert!(msg.contains("127.0.0.1:9"), "{msg}");
 
     // Another run holds the lock (a Lease renewed just now, for ten minutes).
@@ -406,7 +389,7 @@ fn a_checksum_mismatch_an_unreachable_mirror_and_a_concurrent_run_are_refused() 
             "spec": {"holderIdentity": "admin@bastion pid 4242", "leaseDurationSeconds": 600,
                 "acquireTime": now, "renewTime": now}}),
     );
-    let msg = refused(&c, json!({"target_version": "v3.28.5"}));
+    let msg = c.refused_upgrade(json!({"target_version": "v3.28.5"}));
     assert!(msg.contains("admin@bastion pid 4242"), "{msg}");
     for (_, image) in c.calico_node_images() {
         assert!(image.ends_with(":v3.27.5"), "{image}");
@@ -487,7 +470,7 @@ fn a_not_ready_node_blocks_the_upgrade_and_is_named() {
         assert!(std::time::Instant::now() < until, "w2 never went NotReady");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let msg = refused(&c, json!({"target_version": "v3.28.5"}));
+    let msg = c.refused_upgrade(json!({"target_version": "v3.28.5"}));
     assert!(msg.contains("w2"), "{msg}");
     assert!(
         msg.contains("nodes_ready") || msg.contains("not Ready"),

@@ -155,19 +155,6 @@ fn a_typha_install_is_upgraded_from_calico_typha_yaml_keeping_its_replicas() {
     assert_eq!(typha(&c)["spec"]["replicas"], 2);
 }
 
-/// Runs an upgrade that must be refused: exit 1, a one-line message, and not one write.
-fn refused(c: &SimCluster, extra: Value) -> String {
-    c.handle.faults().reset_counters();
-    let (out, code) = run(BIN, &c.upgrade_args(extra));
-    assert_eq!((code, &out["failed"]), (1, &json!(true)), "{out:#}");
-    let counters = c.handle.faults().counters();
-    assert_eq!(counters.total_writes, 0, "{:#?}", counters.writes);
-    assert!(c.backups().is_empty());
-    let msg = out["msg"].as_str().unwrap().to_string();
-    assert!(!msg.contains('\n'), "{msg}");
-    msg
-}
-
 #[test]
 fn a_manifest_dir_without_calico_typha_yaml_is_refused_naming_the_file() {
     let c = SimCluster::start(TYPHA_3_27, &["v3.27.5", "v3.28.5"]);
@@ -179,7 +166,7 @@ fn a_manifest_dir_without_calico_typha_yaml_is_refused_naming_the_file() {
     let target = dir.join("v3.28.5/calico-typha.yaml");
     let saved = std::fs::read(&target).unwrap();
     std::fs::remove_file(&target).unwrap();
-    let msg = refused(&c, json!({"target_version": "v3.28.5"}));
+    let msg = c.refused_upgrade(json!({"target_version": "v3.28.5"}));
     assert!(
         msg.contains("manifest_dir has no calico-typha.yaml for Calico v3.28.5"),
         "{msg}"
@@ -189,7 +176,7 @@ fn a_manifest_dir_without_calico_typha_yaml_is_refused_naming_the_file() {
 
     // The running release's file, needed to tell customisations from upstream defaults.
     std::fs::remove_file(dir.join("v3.27.5/calico-typha.yaml")).unwrap();
-    let msg = refused(&c, json!({"target_version": "v3.28.5"}));
+    let msg = c.refused_upgrade(json!({"target_version": "v3.28.5"}));
     assert!(
         msg.contains("cannot load the manifest of the running Calico v3.27.5")
             && msg.contains("manifest_dir has no calico-typha.yaml for Calico v3.27.5"),

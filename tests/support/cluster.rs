@@ -66,6 +66,23 @@ impl SimCluster {
         args
     }
 
+    /// Runs `calico_upgrade` with `upgrade_args(extra)` where it must be refused: exit 1, a
+    /// one-line message (returned), not one write to the cluster and no backup.
+    pub fn refused_upgrade(&self, extra: Value) -> String {
+        self.handle.faults().reset_counters();
+        let (out, code) = super::module::run(
+            env!("CARGO_BIN_EXE_calico_upgrade"),
+            &self.upgrade_args(extra),
+        );
+        assert_eq!((code, &out["failed"]), (1, &json!(true)), "{out:#}");
+        let counters = self.handle.faults().counters();
+        assert_eq!(counters.total_writes, 0, "{:#?}", counters.writes);
+        assert!(self.backups().is_empty());
+        let msg = out["msg"].as_str().unwrap().to_string();
+        assert!(!msg.contains('\n'), "{msg}");
+        msg
+    }
+
     /// One object, or `None` when it does not exist.
     pub fn get(
         &self,
