@@ -619,7 +619,8 @@ fn every_service_backend_answers_on_a_larger_healthy_cluster() {
 #[test]
 fn probes_are_pinned_by_node_name_even_when_the_hostname_label_differs() {
     // As on cloud providers whose node names are DNS names: the kubelet's
-    // kubernetes.io/hostname label holds the short host name, not the node name.
+    // kubernetes.io/hostname label holds the short host name, not the node name, and the
+    // host-network servers answer with that host name.
     let h = cluster_with_nodes(
         "nodes: [{name: cp1, control_plane: true}, \
          {name: ip-10-0-0-11.ec2.internal, labels: {kubernetes.io/hostname: ip-10-0-0-11}}, \
@@ -629,6 +630,9 @@ fn probes_are_pinned_by_node_name_even_when_the_hostname_label_differs() {
     time_scale(&h, 1.0);
     let out = nettest(&h, json!({"timeout": 30}));
     assert_eq!(out["failed"], json!(false), "{}", show(&out));
+    let by = &facts(&out)["summary"]["by_scenario"];
+    assert_eq!(by["pod_to_node"]["run"], json!(3 * 2), "{by}");
+    assert_eq!(by["pod_to_node"]["passed"], json!(3 * 2), "{by}");
     assert_eq!(
         strings(&facts(&out)["nodes_tested"]),
         [

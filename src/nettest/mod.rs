@@ -188,6 +188,8 @@ struct Tester<'a> {
     started: Instant,
     run_id: String,
     settings: Settings,
+    /// Host names by node name.
+    hostnames: BTreeMap<String, String>,
 }
 
 fn run_id() -> String {
@@ -235,6 +237,7 @@ impl<'a> Tester<'a> {
             started: Instant::now(),
             run_id,
             settings,
+            hostnames: BTreeMap::new(),
         })
     }
 
@@ -252,13 +255,24 @@ impl<'a> Tester<'a> {
         self.remaining().saturating_sub(self.cleanup_reserve())
     }
 
-    async fn nodes(&self) -> Result<(Vec<String>, BTreeMap<String, String>)> {
+    /// The nodes under test, sorted, with their InternalIP and the host name their
+    /// host-network processes see (the kubelet's `kubernetes.io/hostname` label, set from it;
+    /// it may differ from the node name).
+    #[allow(clippy::type_complexity)]
+    async fn nodes(
+        &self,
+    ) -> Result<(
+        Vec<String>,
+        BTreeMap<String, String>,
+        BTreeMap<String, String>,
+    )> {
         let all = Api::<Node>::all(self.client.clone())
             .list(&ListParams::default())
             .await
             .context("listing nodes")?;
         let mut names = Vec::new();
         let mut ips = BTreeMap::new();
+        let mut hostnames = BTreeMap::new();
         for n in all.items {
             let labels = n.labels();
             if !self
@@ -278,14 +292,21 @@ impl<'a> Tester<'a> {
             {
                 ips.insert(n.name_any(), ip);
             }
+            if let Some(h) = labels
+                .get("kubernetes.io/hostname")
+                .filter(|h| !h.is_empty())
+            {
+                hostnames.insert(n.name_any(), h.clone());
+            }
             names.push(n.name_any());
         }
         names.sort();
-        Ok((names, ips))
+        Ok((names, ips, hostnames))
     }
 
     async fn run(mut self) -> Result<Outcome, Failure> {
-        let (nodes, node_ips) = self.nodes().await.map_err(Failure::from)?;
+        let (nodes, node_ips, hostnames) = self.nodes().await.map_err(Failure::from)?;
+        self.hostnames = hostnames;
         if nodes.is_empty() {
             return Err(Failure::new(
                 "no node matches node_selector: nothing to test",
@@ -721,8 +742,8 @@ impl<'a> Tester<'a> {
                     servers.insert(node, server);
                 }
                 Some("host-server") => {
-                    // A host-network server answers with the node's hostname.
-                    let hostname = node.clone();
+                    // A host-network server answers with its node's host name.
+                    let hostname = self.hostnames.get(&node).cloned().unwrap_or(node.clone());
                     host_servers.insert(
                         node,
                         Server {

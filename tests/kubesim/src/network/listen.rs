@@ -175,6 +175,28 @@ impl Behaviours for Agnhost {
 
 /// The hostname a pod's processes see: `spec.hostname` or the pod name, cut to 63 characters as
 /// the kubelet does; a hostNetwork pod sees its node's hostname (`spec.nodeName`).
+/// The host name of a node, as its host-network processes see it (`hostname`, Go's
+/// `os.Hostname()`): the kubelet's `kubernetes.io/hostname` label, which it sets from that
+/// host name (lower-cased, or `--hostname-override`), else the `Hostname` address, else the
+/// node name. The node name itself may differ, e.g. a cloud provider's DNS name.
+pub fn node_hostname(node: &Value) -> String {
+    node.pointer("/metadata/labels/kubernetes.io~1hostname")
+        .and_then(Value::as_str)
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            node.pointer("/status/addresses")
+                .and_then(Value::as_array)?
+                .iter()
+                .find(|a| a.get("type").and_then(Value::as_str) == Some("Hostname"))
+                .and_then(|a| a.get("address").and_then(Value::as_str))
+        })
+        .or_else(|| node.pointer("/metadata/name").and_then(Value::as_str))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A pod's host name. Host-network pods see their node's host name: without the node object
+/// at hand, the node name stands in for it ([`node_hostname`] with the node is exact).
 pub fn pod_hostname(pod: &Value) -> String {
     if pod.pointer("/spec/hostNetwork").and_then(Value::as_bool) == Some(true)
         && let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str)
@@ -446,6 +468,19 @@ mod tests {
             ),
             "w1"
         );
+        assert_eq!(
+            node_hostname(
+                &json!({"metadata": {"name": "ip-10-0-0-11.ec2.internal", "labels": {"kubernetes.io/hostname": "ip-10-0-0-11"}}})
+            ),
+            "ip-10-0-0-11"
+        );
+        assert_eq!(
+            node_hostname(
+                &json!({"metadata": {"name": "n1"}, "status": {"addresses": [{"type": "Hostname", "address": "host-1"}]}})
+            ),
+            "host-1"
+        );
+        assert_eq!(node_hostname(&json!({"metadata": {"name": "n1"}})), "n1");
         let long = "a".repeat(70);
         assert_eq!(pod_hostname(&json!({"metadata": {"name": long}})).len(), 63);
     }

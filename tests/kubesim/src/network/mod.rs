@@ -107,7 +107,7 @@ pub use ipam::{BlockInfo, IpPool, Ipam, IpamError, SkippedPool, pools_from_objec
 pub use labels::{Labels, Selector, labels_of};
 pub use listen::{
     Agnhost, Behaviours, DeclaredPorts, Listener, Reply, Speaks, Transport, agnhost_listeners,
-    declared_listeners, pod_hostname,
+    declared_listeners, node_hostname, pod_hostname,
 };
 pub use reach::{
     Endpoint, Faults, Outcome, Protocol, Source, Target, UdpBlock, Verdict, connect, lookup,

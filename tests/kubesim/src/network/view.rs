@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::labels::{Labels, Selector, labels_of, string_map};
 use super::listen::{
-    Behaviours, Listener, Reply, Speaks, Transport, declared_listeners, pod_hostname,
+    Behaviours, Listener, Reply, Speaks, Transport, declared_listeners, node_hostname, pod_hostname,
 };
 use super::policy::Policy;
 
@@ -126,6 +126,8 @@ impl Default for ViewOptions {
 #[derive(Debug, Clone)]
 pub(super) struct NodeRec {
     pub name: String,
+    /// The host name its host-network processes see ([`node_hostname`]).
+    pub hostname: String,
     pub ip: Option<Ipv4Addr>,
     pub ready: bool,
     pub control_plane: bool,
@@ -486,6 +488,7 @@ impl ClusterView {
             }
             self.nodes.push(NodeRec {
                 name: name.to_string(),
+                hostname: node_hostname(node),
                 ip,
                 ready,
                 control_plane,
@@ -545,7 +548,13 @@ impl ClusterView {
                 })
             };
             let labels = labels_of(pod);
-            let hostname = pod_hostname(pod);
+            // A host-network pod shares its node's UTS namespace: agnhost serve-hostname
+            // answers with the node's host name, which is not always the node name.
+            let hostname = if host_network {
+                self.nodes[node].hostname.clone()
+            } else {
+                pod_hostname(pod)
+            };
             let running = |cname: &str| match pod
                 .pointer("/status/containerStatuses")
                 .and_then(Value::as_array)
