@@ -413,9 +413,9 @@ impl DenyNewNamespaces {
 
 #[test]
 fn a_network_policy_that_blocks_the_servers_fails_pod_traffic_with_timeouts() {
-    // Servers become Ready half a second late, so the policy is in place well before any
-    // probe runs.
-    let h = cluster("faults: {slow_ready: [{image: '*agnhost*', seconds: 0.5}]}\n");
+    // Servers become Ready 1.5 s late, so the policy is in place well before any probe runs,
+    // even on a loaded machine.
+    let h = cluster("faults: {slow_ready: [{image: '*agnhost*', seconds: 1.5}]}\n");
     let deny = DenyNewNamespaces::start(&h);
     let out = nettest(&h, json!({}));
     let denied = deny.finish();
@@ -651,7 +651,9 @@ fn probes_are_pinned_by_node_name_even_when_the_hostname_label_differs() {
 fn a_probe_that_breaks_without_a_report_leaves_its_node_untested_not_failed() {
     let h = cluster("");
     // Every API request of the module takes 50 ms longer, so the fault below is in force long
-    // before the module, having seen its servers Ready, creates its probe Jobs.
+    // before the module, having seen its servers Ready, creates its probe Jobs (three requests
+    // later, and the Job's pod must still be created, bound, pulled and started). Should the
+    // race ever be lost, the test says so rather than judging the module.
     let mut api = h.faults().faults();
     api.latency_ms = 50;
     h.faults().set_faults(api);
