@@ -211,23 +211,27 @@ fn at(haystack: &str, needle: &str) -> usize {
 }
 
 /// Where the task `name` (`role : name`) first ran on some host (its header is printed for
-/// skipped tasks too), or a panic showing the output.
-fn ran(out: &str, name: &str) -> usize {
+/// skipped tasks too), if it did.
+fn first_run(out: &str, name: &str) -> Option<usize> {
     let header = format!("TASK [{name}]");
     let mut from = 0;
     while let Some(i) = out[from..].find(&header).map(|i| i + from) {
-        let rest = &out[i..];
-        let result = rest
+        let result = out[i..]
             .lines()
             .skip(1)
             .find(|l| !l.trim().is_empty())
             .unwrap_or("");
         if !result.starts_with("skipping:") {
-            return i;
+            return Some(i);
         }
         from = i + header.len();
     }
-    panic!("{name:?} never ran:\n{out}")
+    None
+}
+
+/// Where the task `name` first ran, or a panic showing the output.
+fn ran(out: &str, name: &str) -> usize {
+    first_run(out, name).unwrap_or_else(|| panic!("{name:?} never ran:\n{out}"))
 }
 
 fn image_tag(c: &Call) -> String {
@@ -291,12 +295,11 @@ fn assert_drained_at_restart(calls: &[Call], node: &str) {
 }
 
 #[test]
-fn plan_writes_nothing_then_control_plane_bridges_calico_upgrades_one_at_a_time_and_tests() {
+fn plan_reads_the_cluster_says_what_control_plane_will_do_and_writes_nothing() {
     let Some(p) = Phases::start(CLUSTER_128, RELEASES_128) else {
         return;
     };
     let target = format!("k8s_target_version={TARGET}");
-    let v = format!("v{TARGET}");
 
     // plan: reads only, and says what the control_plane phase will do.
     p.c.handle.faults().reset_counters();
@@ -317,11 +320,27 @@ fn plan_writes_nothing_then_control_plane_bridges_calico_upgrades_one_at_a_time_
     );
     assert!(t.contains("Path: v3.27.5 -> v3.28.5"), "{t}");
     assert!(t.contains("Control plane, one at a time: cp1, cp2"), "{t}");
+    // It read the cluster: the upgrade's pre-checks ran (in check mode).
+    ran(
+        &t,
+        "k8s_calico : Run the upgrade's pre-checks (check mode, nothing is written)",
+    );
     assert_eq!(p.server_version(), "v1.28.15");
+    for (node, image) in p.c.calico_node_images() {
+        assert!(image.ends_with("calico/node:v3.26.5"), "{node}: {image}");
+    }
     for h in HOSTS {
         assert_eq!(recap(&out, h)["changed"], 0, "{h}: {t}");
     }
+}
 
+#[test]
+fn control_plane_order_is_bridge_apply_node_recommendation_network_test() {
+    let Some(p) = Phases::start(CLUSTER_128, RELEASES_128) else {
+        return;
+    };
+    let target = format!("k8s_target_version={TARGET}");
+    let v = format!("v{TARGET}");
     // control_plane.
     let started = std::time::Instant::now();
     let out = p.run(&["-e", "k8s_upgrade_phase=control_plane", "-e", &target]);
@@ -539,32 +558,38 @@ fn nodes_phase_drains_and_upgrades_the_workers_in_batches_then_tests_the_network
     assert!(p.cordoned().is_empty(), "{:?}", p.cordoned());
     assert!(p.c.backups().is_empty());
 
-    // Again, with Calico switched off: every worker is already upgraded, nothing is written,
-    // and the role says that it left Calico alone.
+    // The control_plane phase again: every control-plane node already runs the target and
+    // Calico the recommendation, so nothing moves, but the network is still proven.
     let before = calls.len();
-    p.c.handle.faults().reset_counters();
     let out = p.run(&[
         "-e",
-        "k8s_upgrade_phase=nodes",
+        "k8s_upgrade_phase=control_plane",
         "-e",
         &format!("k8s_target_version={TARGET}"),
-        "-e",
-        "k8s_calico_upgrade_enabled=false",
     ]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert_eq!(p.calls().len(), before, "{:#?}", &p.calls()[before..]);
-    let counters = p.c.handle.faults().counters();
-    assert_eq!(counters.total_writes, 0, "{:#?}\n{t}", counters.writes);
-    assert!(t.contains(&format!("w1 already runs kubelet {v}")), "{t}");
-    assert!(t.contains(&format!("w2 already runs kubelet {v}")), "{t}");
+    assert!(t.contains(&format!("cp1 already runs kubelet {v}")), "{t}");
+    assert!(t.contains(&format!("cp2 already runs kubelet {v}")), "{t}");
     assert!(
-        t.contains("k8s_calico_upgrade_enabled is false: Calico is not planned, backed up, upgraded or tested."),
+        t.contains("Calico v3.29.7 already runs: nothing to upgrade"),
         "{t}"
     );
-    assert!(!t.contains("network test passed"), "{t}");
-    for h in HOSTS {
-        assert_eq!(recap(&out, h)["changed"], 0, "{h}: {t}");
+    // The verify stage ran in the play after the control plane, before the workers' plays.
+    let play = at(
+        &t,
+        "PLAY [Calico to the recommendation, then the network test]",
+    );
+    let workers = at(&t, "PLAY [Worker nodes, in batches]");
+    let verify = first_run(&t[play..], "k8s_calico : Prove pod networking")
+        .map(|i| i + play)
+        .unwrap_or_else(|| panic!("no network test after the control plane:\n{t}"));
+    let passed = at(&t, "network test passed");
+    assert!(verify < passed && passed < workers, "{t}");
+    assert!(p.c.backups().is_empty());
+    for (node, image) in p.c.calico_node_images() {
+        assert!(image.ends_with("calico/node:v3.29.7"), "{node}: {image}");
     }
 }
 
@@ -611,5 +636,33 @@ fn bad_values_are_refused_before_any_task_runs() {
     }
     assert!(p.calls().is_empty(), "{:#?}", p.calls());
     assert_eq!(p.c.handle.faults().counters().total_writes, 0);
+
+    // k8s_calico_upgrade_enabled=false: Calico is skipped, saying so, in every Calico stage
+    // of the control_plane phase (bridge, recommendation); the control plane, already on the
+    // target here, is left as it is.
+    let out = p.run(&[
+        "-e",
+        "k8s_upgrade_phase=control_plane",
+        "-e",
+        "k8s_target_version=1.28.15",
+        "-e",
+        "k8s_calico_upgrade_enabled=false",
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let skip = "k8s_calico_upgrade_enabled is false: Calico is not planned, backed up, upgraded or tested.";
+    assert_eq!(t.matches(skip).count(), 2, "{t}");
+    assert_eq!(
+        first_run(&t, "k8s_calico : Plan the Calico release for this cluster"),
+        None,
+        "{t}"
+    );
+    assert!(!t.contains("network test passed"), "{t}");
+    assert!(t.contains("cp1 already runs kubelet v1.28.15"), "{t}");
+    assert!(p.calls().is_empty(), "{:#?}", p.calls());
+    assert_eq!(p.c.handle.faults().counters().total_writes, 0);
     assert_eq!(p.server_version(), "v1.28.15");
+    for h in HOSTS {
+        assert_eq!(recap(&out, h)["changed"], 0, "{h}: {t}");
+    }
 }
