@@ -3,10 +3,11 @@
 //! data-plane faults a real cluster shows (a partitioned node, UDP dropped between nodes, cluster
 //! DNS down, large packets dropped, a NetworkPolicy in the way).
 //!
-//! Every test starts its own five-node cluster (`cp1`, `w1`..`w4`) and checks what users rely
-//! on: the scenario and the nodes named in the failures and the message, the verdict, the
-//! regressions against a baseline, the nodes that could not be tested, and that the temporary
-//! namespace is gone afterwards whatever happened.
+//! Every test starts its own cluster, most of them five nodes (`cp1`, `w1`..`w4`), and checks
+//! what users rely on: the scenario and the nodes named in the failures and the message, the
+//! verdict, the regressions against a baseline, the nodes that could not be tested and why,
+//! that the timeout holds, and that the temporary namespace is gone afterwards whatever
+//! happened.
 
 mod support;
 
@@ -278,12 +279,21 @@ fn a_partitioned_node_is_named_with_its_peers_and_the_timeout() {
 }
 
 #[test]
-fn udp_blocked_between_nodes_fails_only_the_cross_node_udp_probes() {
+fn udp_blocked_dns_down_and_large_packets_dropped_each_fail_their_own_probes() {
+    // One cluster, one fault at a time (each run must leave nothing behind for the next).
     let h = cluster("");
-    set_faults(&h, |f| {
+    udp_blocked_between_nodes_fails_only_the_cross_node_udp_probes(&h);
+    set_faults(&h, |f| *f = SimFaults::default());
+    cluster_dns_down_fails_the_dns_scenario_on_every_node(&h);
+    set_faults(&h, |f| *f = SimFaults::default());
+    large_packets_dropped_between_nodes_fail_the_mtu_scenario(&h);
+}
+
+fn udp_blocked_between_nodes_fails_only_the_cross_node_udp_probes(h: &Handle) {
+    set_faults(h, |f| {
         f.network.udp_blocked = kubesim::network::UdpBlock::BetweenNodes;
     });
-    let out = nettest(&h, json!({"scenarios": ["pod_to_pod_*", "mtu"]}));
+    let out = nettest(h, json!({"scenarios": ["pod_to_pod_*", "mtu"]}));
     assert_eq!(out["failed"], json!(true), "{}", show(&out));
     let want: BTreeSet<String> = pairs()
         .iter()
@@ -298,14 +308,12 @@ fn udp_blocked_between_nodes_fails_only_the_cross_node_udp_probes() {
     let m = msg(&out);
     assert!(m.contains("timeout"), "{m}");
     assert!(NODES.iter().any(|n| m.contains(n)), "{m}");
-    assert_cleaned_up(&h, &out);
+    assert_cleaned_up(h, &out);
 }
 
-#[test]
-fn cluster_dns_down_fails_the_dns_scenario_on_every_node() {
-    let h = cluster("");
-    set_faults(&h, |f| f.network.dns_down = true);
-    let out = nettest(&h, json!({}));
+fn cluster_dns_down_fails_the_dns_scenario_on_every_node(h: &Handle) {
+    set_faults(h, |f| f.network.dns_down = true);
+    let out = nettest(h, json!({}));
     assert_eq!(out["failed"], json!(true), "{}", show(&out));
     let want: BTreeSet<String> = NODES
         .iter()
@@ -332,14 +340,12 @@ fn cluster_dns_down_fails_the_dns_scenario_on_every_node() {
     let m = msg(&out);
     assert!(m.contains("dns"), "{m}");
     assert!(NODES.iter().any(|n| m.contains(n)), "{m}");
-    assert_cleaned_up(&h, &out);
+    assert_cleaned_up(h, &out);
 }
 
-#[test]
-fn large_packets_dropped_between_nodes_fail_the_mtu_scenario() {
-    let h = cluster("");
-    set_faults(&h, |f| f.network.max_cross_node_payload = Some(1400));
-    let out = nettest(&h, json!({}));
+fn large_packets_dropped_between_nodes_fail_the_mtu_scenario(h: &Handle) {
+    set_faults(h, |f| f.network.max_cross_node_payload = Some(1400));
+    let out = nettest(h, json!({}));
     assert_eq!(out["failed"], json!(true), "{}", show(&out));
     let want: BTreeSet<String> = pairs()
         .iter()
@@ -355,7 +361,7 @@ fn large_packets_dropped_between_nodes_fail_the_mtu_scenario() {
     let by = &facts(&out)["summary"]["by_scenario"];
     assert_eq!(by["mtu"]["failed"], json!(20));
     assert_eq!(by["pod_to_pod_cross_node"]["failed"], json!(0));
-    assert_cleaned_up(&h, &out);
+    assert_cleaned_up(h, &out);
 }
 
 /// Creates a default-deny ingress NetworkPolicy in every `calico-nettest-*` namespace as soon as
