@@ -477,3 +477,41 @@ fn a_not_ready_node_blocks_the_upgrade_and_is_named() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_private_registry_moves_every_image_and_a_second_run_keeps_it() {
+    let c = SimCluster::start(PLAIN_3_27, &["v3.27.5", "v3.28.5"]);
+    let args = c.upgrade_args(json!({"target_version": "v3.28.5",
+        "image_registry": "registry.local:5000/mirror"}));
+    let (out, code) = run(BIN, &args);
+    assert_eq!(code, 0, "{out:#}");
+    let rewrites = &out["ansible_facts"]["calico_upgrade"]["image_rewrites"];
+    assert!(
+        rewrites
+            .to_string()
+            .contains("registry.local:5000/mirror/calico/node:v3.28.5"),
+        "{rewrites:#}"
+    );
+    for (node, image) in c.calico_node_images() {
+        assert_eq!(
+            image, "registry.local:5000/mirror/calico/node:v3.28.5",
+            "{node}"
+        );
+    }
+    let ds = c
+        .get("apps/v1", "daemonsets", Some("kube-system"), "calico-node")
+        .unwrap();
+    for list in ["initContainers", "containers"] {
+        for container in ds["spec"]["template"]["spec"][list].as_array().unwrap() {
+            let image = container["image"].as_str().unwrap();
+            assert!(
+                image.starts_with("registry.local:5000/mirror/calico/"),
+                "{image}"
+            );
+        }
+    }
+    c.handle.faults().reset_counters();
+    let (out, code) = run(BIN, &args);
+    assert_eq!((code, &out["changed"]), (0, &json!(false)), "{out:#}");
+    assert_eq!(c.handle.faults().counters().total_writes, 0);
+}
