@@ -3,7 +3,8 @@
 //!
 //! - `GET|PUT|DELETE /kubesim/faults` — read, replace, clear [`Faults`](crate::faults::Faults)
 //! - `GET /kubesim/counters`, `DELETE /kubesim/counters` (or `POST /kubesim/counters/reset`)
-//! - `GET|PUT /kubesim/version` with `{"version": "v1.28.3"}`
+//! - `GET|PUT /kubesim/version` with `{"version": "v1.28.3"}` — the API server's version
+//!   (`kubeadm upgrade apply`); the kubelets keep reporting theirs
 //! - `POST /kubesim/compact` — forget history (old watches and continue tokens get 410)
 //! - `GET|PUT|DELETE /kubesim/sim-faults` — workload, node and network faults
 //!   ([`SimFaults`](crate::sim::SimFaults))
