@@ -235,13 +235,18 @@ pub fn headline(failures: &[Failure], limit: usize) -> String {
     // How often each node is the source, and the target, of a failure.
     let mut as_source: BTreeMap<&str, Vec<&Failure>> = BTreeMap::new();
     let mut as_target: BTreeMap<&str, Vec<&Failure>> = BTreeMap::new();
+    let mut groups: Vec<(usize, String)> = Vec::new();
     for f in failures {
+        if f.source_node == "all" {
+            // A finding of the whole run (a Service backend nobody heard), not of one node.
+            groups.push((1, format!("{}: {}", f.target, f.detail)));
+            continue;
+        }
         as_source.entry(f.source_node.as_str()).or_default().push(f);
         if let Some(t) = &f.target_node {
             as_target.entry(t.as_str()).or_default().push(f);
         }
     }
-    let mut groups: Vec<(usize, String)> = Vec::new();
     for (node, fs) in &as_target {
         let sources: BTreeSet<&str> = fs
             .iter()
@@ -433,6 +438,24 @@ mod tests {
             "{h}"
         );
         assert!(h.contains("w3"));
+    }
+
+    #[test]
+    fn a_silent_backend_is_told_as_such_not_as_a_node_called_all() {
+        let silent = Failure {
+            scenario: "pod_to_service".into(),
+            source_node: "all".into(),
+            target_node: None,
+            target: "ns/nt-server".into(),
+            verdict: "wrong_backend".into(),
+            detail: "backends never answered through the Service (40 answers from the others): nt-server-x".into(),
+            id: "pod_to_service/backends".into(),
+        };
+        let h = headline(&[silent], 3);
+        assert_eq!(
+            h,
+            "ns/nt-server: backends never answered through the Service (40 answers from the others): nt-server-x"
+        );
     }
 
     #[test]
