@@ -633,7 +633,8 @@ impl<'a> Tester<'a> {
                     (needed - answered).min(sources.len() * 50),
                     scenarios::service_probes_per_node(&layout),
                 );
-                let got = self.probe_round(&more, 50).await?;
+                round += 1;
+                let got = self.probe_round(&more, round).await?;
                 results_out.extend(got);
                 targets.extend(more);
             }
@@ -643,12 +644,15 @@ impl<'a> Tester<'a> {
             let mut policy_api = crate::cluster::apply::Applier::new(self.client.clone(), false);
             policy_api.apply_all(&[workloads::deny_servers(&s)]).await?;
             let deny = scenarios::policy_targets(&layout, true);
-            let got = self.probe_round(&deny, 100).await?;
+            // Each round's objects are named after its number: never reuse one.
+            round += 1;
+            let got = self.probe_round(&deny, round).await?;
             results_out.extend(got);
             targets.extend(deny);
             policy_api.apply_all(&[workloads::allow_probes(&s)]).await?;
             let allow = scenarios::policy_targets(&layout, false);
-            let got = self.probe_round(&allow, 101).await?;
+            round += 1;
+            let got = self.probe_round(&allow, round).await?;
             results_out.extend(got);
             targets.extend(allow);
         }
