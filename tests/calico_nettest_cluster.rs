@@ -813,3 +813,64 @@ fn the_timeout_covers_cleanup_when_the_namespace_is_slow_to_go() {
     }
     assert_cleaned_up(&h, &out);
 }
+
+#[test]
+fn a_probe_pod_deleted_before_it_reports_is_not_waited_for() {
+    // The probes hang, and someone deletes their pods (a drain, an eviction, an impatient
+    // admin): nothing replaces them (backoffLimit 0), so the module reports at once instead of
+    // waiting out its timeout.
+    let h = cluster("");
+    let mut timing = h.cluster().sim().timing();
+    timing.job_run_ms = 600_000;
+    h.cluster().sim().set_timing(timing);
+    let cluster = h.cluster().clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let deleter = std::thread::spawn(move || {
+        let mut deleted = BTreeSet::new();
+        while !flag.load(Ordering::Relaxed) {
+            for p in cluster
+                .list("v1", "pods", None, &Default::default())
+                .unwrap_or_default()
+            {
+                let name = p["metadata"]["name"].as_str().unwrap_or("").to_string();
+                if p["metadata"]["labels"]["job-name"].is_string()
+                    && p["status"]["phase"] == "Running"
+                    && deleted.insert(name.clone())
+                {
+                    let ns = p["metadata"]["namespace"].as_str().unwrap_or("");
+                    let _ = cluster.delete("v1", "pods", Some(ns), &name, &Default::default());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        deleted.len()
+    });
+    let started = Instant::now();
+    let out = nettest(&h, json!({"timeout": 120, "retries": 0}));
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    // Every probe pod was deleted (kubesim's Job controller may create replacements, which
+    // are deleted in turn; the module must not wait for them either).
+    assert!(deleter.join().unwrap() >= 2 * NODES.len());
+    assert_eq!(out["failed"], json!(true), "{}", show(&out));
+    assert!(took < Duration::from_secs(60), "the run took {took:?}");
+    let f = facts(&out);
+    let nt = f["not_tested"].as_array().unwrap();
+    let names: BTreeSet<String> = nt
+        .iter()
+        .map(|n| n["node"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, all_nodes(), "{}", show(&out));
+    for n in nt {
+        let reason = n["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("was deleted before it reported")
+                && reason.contains(n["node"].as_str().unwrap()),
+            "{reason}"
+        );
+    }
+    assert!(failures(&out).is_empty(), "{}", show(&out));
+    assert_eq!(f["nodes_tested"], json!([]));
+    assert_cleaned_up(&h, &out);
+}

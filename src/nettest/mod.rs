@@ -834,30 +834,44 @@ impl<'a> Tester<'a> {
             .boxed();
         let mut finished: BTreeMap<String, Pod> = BTreeMap::new();
         let mut latest: BTreeMap<String, Pod> = BTreeMap::new();
+        // Probe pods deleted before they finished (the Job's deadline, an eviction, a drain):
+        // with backoffLimit 0 nothing replaces them, so waiting longer is pointless.
+        let mut gone: BTreeSet<String> = BTreeSet::new();
+        let job_of = |p: &Pod| -> Option<String> {
+            let l = p.labels();
+            l.get("job-name")
+                .or_else(|| l.get("batch.kubernetes.io/job-name"))
+                .filter(|j| jobs.contains_key(*j))
+                .cloned()
+        };
+        let done = |p: &Pod| {
+            matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            )
+        };
         let until = tokio::time::Instant::now() + self.remaining_for_tests();
-        while finished.len() < jobs.len() {
+        while finished.len() + gone.len() < jobs.len() {
             match tokio::time::timeout_at(until, stream.next()).await {
                 Err(_) | Ok(None) => break,
                 Ok(Some(Err(_))) => continue,
                 Ok(Some(Ok(Event::Apply(p) | Event::InitApply(p)))) => {
-                    let Some(job) = p
-                        .labels()
-                        .get("job-name")
-                        .cloned()
-                        .or_else(|| p.labels().get("batch.kubernetes.io/job-name").cloned())
-                    else {
+                    let Some(job) = job_of(&p) else {
                         continue;
                     };
-                    if !jobs.contains_key(&job) {
-                        continue;
-                    }
-                    let phase = p
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.phase.clone())
-                        .unwrap_or_default();
-                    if phase == "Succeeded" || phase == "Failed" {
+                    if done(&p) {
                         finished.insert(job.clone(), p.clone());
+                    }
+                    latest.insert(job, p);
+                }
+                Ok(Some(Ok(Event::Delete(p)))) => {
+                    let Some(job) = job_of(&p) else {
+                        continue;
+                    };
+                    if done(&p) {
+                        finished.entry(job.clone()).or_insert_with(|| p.clone());
+                    } else if !finished.contains_key(&job) {
+                        gone.insert(job.clone());
                     }
                     latest.insert(job, p);
                 }
@@ -874,6 +888,10 @@ impl<'a> Tester<'a> {
             };
             let Some(pod) = finished.get(job) else {
                 let reason = match latest.get(job) {
+                    Some(p) if gone.contains(job) => format!(
+                        "the probe pod on {who} was deleted before it reported (the Job's deadline, an eviction or a drain): {}",
+                        pod_state(p)
+                    ),
                     Some(p) => format!(
                         "the probe on {who} did not finish within the timeout: {}",
                         pod_state(p)
