@@ -39,9 +39,8 @@ fn cluster_with_nodes(nodes: &str, extra: &str) -> Handle {
         "kubernetes_version: v1.27.16\n{nodes}\ncalico: {{method: manifest, version: v3.26.4}}\ntiming: {{time_scale: 0.01}}\n{extra}"
     );
     let h = Scenario::from_yaml(&yaml).unwrap().start().unwrap();
-    // The module counts its timeout in real seconds, and gives its probe Jobs the same
-    // activeDeadlineSeconds: at 0.1, a Job of the default 120 s timeout may run 12 s, far more
-    // than a probe takes, and pods still terminate quickly (grace 1 s → 0.1 s).
+    // Then 10× faster: pods still terminate quickly (grace 1 s → 0.1 s), and kubesim gives
+    // the probe Jobs' activeDeadlineSeconds (the module's timeout) in real seconds either way.
     time_scale(&h, 0.1);
     h
 }
@@ -521,7 +520,7 @@ fn a_run_that_times_out_still_cleans_up_and_names_the_untested_nodes() {
     let h = cluster("");
     let mut timing = h.cluster().sim().timing();
     timing.job_run_ms = 120_000;
-    // Real time, so the Jobs' activeDeadlineSeconds (the module's timeout) is not what ends them.
+    // Real time, as the module's timeout is.
     timing.time_scale = 1.0;
     h.cluster().sim().set_timing(timing);
     let started = Instant::now();
@@ -572,8 +571,7 @@ fn nodes_whose_test_pods_cannot_run_are_named_and_the_namespace_still_goes() {
          {name: w3, taints: [{key: maintenance, value: 'true', effect: NoSchedule}]}, {name: w4}]",
         "",
     );
-    // Real time: with the module's short timeout, the probe Jobs' activeDeadlineSeconds must
-    // not pass 10× faster.
+    // Real time, as the module's short timeout is.
     time_scale(&h, 1.0);
     set_faults(&h, |f| {
         f.never_pull = vec![kubesim::ImageFault {
