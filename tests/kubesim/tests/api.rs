@@ -932,13 +932,36 @@ async fn pod_subresources_eviction_binding_log_scale() {
         e.message,
         "Cannot evict pod as it would violate the pod's disruption budget."
     );
-    pdbs.patch_status(
-        "guard",
+    // The disruption controller owns the status: allow a disruption through the spec (with the
+    // pod Ready, as a kubelet would report it) and wait until it says so; patching the status
+    // would race with it.
+    pods.patch_status(
+        "p",
         &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"disruptionsAllowed": 1}})),
+        &Patch::Merge(json!({"status": {"phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}]}})),
     )
     .await
     .unwrap();
+    pdbs.patch(
+        "guard",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"minAvailable": 0}})),
+    )
+    .await
+    .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = pdbs.get_status("guard").await.unwrap().status.unwrap();
+        if status.disruptions_allowed == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the disruption controller never allowed a disruption: {status:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     pods.evict("p", &Default::default()).await.unwrap();
     // The pod is on a node: graceful deletion leaves it terminating for the kubelet.
     let terminating = pods.get("p").await.unwrap();
