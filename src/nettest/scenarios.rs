@@ -338,26 +338,37 @@ pub fn more_service_targets(
     count: usize,
     first: usize,
 ) -> Vec<Target> {
-    let (svc_name, _, svc_ip) = &layout.service;
-    let mut out = Vec::new();
-    for (j, node) in sources.iter().cycle().take(count).enumerate() {
-        let i = first + j / sources.len();
-        let mut x = t(
-            "pod_to_service",
-            node,
-            false,
-            None,
-            Protocol::Http,
-            svc_ip,
-            layout.service_port,
-            "*",
-            0,
-        );
-        x.id = format!("pod_to_service/{node}->{svc_name}/http/{i}");
-        x.backend_group = Some("service".into());
-        out.push(x);
+    if sources.is_empty() {
+        return Vec::new();
     }
-    out
+    (0..count)
+        .map(|j| {
+            service_probe(
+                layout,
+                &sources[j % sources.len()],
+                first + j / sources.len(),
+            )
+        })
+        .collect()
+}
+
+/// The `i`-th HTTP probe of the ClusterIP Service from `node` (any backend may answer).
+fn service_probe(layout: &Layout, node: &str, i: usize) -> Target {
+    let (svc_name, _, svc_ip) = &layout.service;
+    let mut x = t(
+        "pod_to_service",
+        node,
+        false,
+        None,
+        Protocol::Http,
+        svc_ip,
+        layout.service_port,
+        "*",
+        0,
+    );
+    x.id = format!("pod_to_service/{node}->{svc_name}/http/{i}");
+    x.backend_group = Some("service".into());
+    x
 }
 
 /// The HTTP probes of the Service each node sends in [`targets`].
@@ -487,20 +498,7 @@ pub fn targets(layout: &Layout, selected: &[&str]) -> Vec<Target> {
         }
         if on("pod_to_service") {
             for i in 0..service_probes_per_node(layout) {
-                let mut x = t(
-                    "pod_to_service",
-                    node,
-                    false,
-                    None,
-                    Protocol::Http,
-                    svc_ip,
-                    layout.service_port,
-                    "*",
-                    0,
-                );
-                x.id = format!("pod_to_service/{node}->{svc_name}/http/{i}");
-                x.backend_group = Some("service".into());
-                out.push(x);
+                out.push(service_probe(layout, node, i));
             }
             let mut u = t(
                 "pod_to_service",

@@ -339,7 +339,23 @@ impl Scenario {
 /// Applies objects as `kubectl apply` (client side) does on first use: created, with the
 /// last-applied annotation and kubectl's field manager. CRDs first, waited until served.
 pub fn kubectl_apply(c: &Cluster, objects: &[Value]) -> Result<()> {
-    let opts = WriteOptions::manager("kubectl-client-side-apply");
+    create_in_order(c, objects, "kubectl-client-side-apply", |o| {
+        let mut obj = o.clone();
+        obj["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] =
+            json!(o.to_string());
+        obj
+    })
+}
+
+/// Creates `objects` under `manager`, CRDs first and every other object once its type is
+/// served, each as `prepare` makes it.
+fn create_in_order(
+    c: &Cluster,
+    objects: &[Value],
+    manager: &str,
+    prepare: impl Fn(&Value) -> Value,
+) -> Result<()> {
+    let opts = WriteOptions::manager(manager);
     let (crds, rest): (Vec<&Value>, Vec<&Value>) = objects
         .iter()
         .partition(|o| o["kind"] == "CustomResourceDefinition");
@@ -347,13 +363,10 @@ pub fn kubectl_apply(c: &Cluster, objects: &[Value]) -> Result<()> {
         if o["kind"] != "CustomResourceDefinition" {
             wait_served(c, o)?;
         }
-        let mut obj = (*o).clone();
-        obj["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] =
-            json!(o.to_string());
         let api = o["apiVersion"].as_str().unwrap_or("v1");
         let kind = o["kind"].as_str().unwrap_or("");
         let ns = o.pointer("/metadata/namespace").and_then(Value::as_str);
-        c.create(api, kind, ns, obj, &opts).map_err(|e| {
+        c.create(api, kind, ns, prepare(o), &opts).map_err(|e| {
             anyhow!(
                 "{kind} {}: {e}",
                 o.pointer("/metadata/name")
@@ -381,27 +394,7 @@ fn wait_served(c: &Cluster, o: &Value) -> Result<()> {
 /// Creates objects as `kubectl create -f` does (no last-applied annotation, kubectl-create's
 /// field manager). CRDs first, waited until served.
 pub fn kubectl_create(c: &Cluster, objects: &[Value]) -> Result<()> {
-    let opts = WriteOptions::manager("kubectl-create");
-    let (crds, rest): (Vec<&Value>, Vec<&Value>) = objects
-        .iter()
-        .partition(|o| o["kind"] == "CustomResourceDefinition");
-    for o in crds.iter().chain(rest.iter()) {
-        if o["kind"] != "CustomResourceDefinition" {
-            wait_served(c, o)?;
-        }
-        let api = o["apiVersion"].as_str().unwrap_or("v1");
-        let kind = o["kind"].as_str().unwrap_or("");
-        let ns = o.pointer("/metadata/namespace").and_then(Value::as_str);
-        c.create(api, kind, ns, (*o).clone(), &opts).map_err(|e| {
-            anyhow!(
-                "{kind} {}: {e}",
-                o.pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-            )
-        })?;
-    }
-    Ok(())
+    create_in_order(c, objects, "kubectl-create", Value::clone)
 }
 
 /// The operator quickstart: the operator (and from 3.30 its CRDs) with `kubectl create`, then
