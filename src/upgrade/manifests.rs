@@ -1,6 +1,6 @@
 //! Getting the upstream manifests of a Calico release: from a local folder (air-gapped), from a
-//! cache, or over HTTPS with timeouts and retries; verified against sha256 sums before anything
-//! is applied.
+//! cache, or over HTTPS with timeouts and retries (the HTTP itself is [`super::download`]);
+//! verified against sha256 sums before anything is applied.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use sha2::{Digest, Sha256};
 
+use super::download::Downloader;
 use crate::catalog::catalog;
 use crate::fsutil;
 use crate::version::Version;
@@ -142,53 +143,31 @@ fn utf8(bytes: Vec<u8>, origin: &str) -> Result<String> {
     String::from_utf8(bytes).map_err(|_| anyhow!("{origin} is not UTF-8 text"))
 }
 
-/// Downloads a URL with timeouts and up to three attempts.
+/// Downloads a URL with timeouts and up to three attempts, through the proxies the environment
+/// names (see [`super::download`]).
 pub async fn fetch(url: &str) -> Result<Vec<u8>> {
-    crate::cluster::install_crypto_provider();
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(60))
-        .user_agent(concat!("k8s-calico/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("building the HTTP client")?;
+    fetch_with(&Downloader::from_env()?, url).await
+}
+
+async fn fetch_with(downloader: &Downloader, url: &str) -> Result<Vec<u8>> {
     let mut last = String::new();
     for attempt in 0..3u32 {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt))).await;
         }
-        match client.get(url).send().await {
-            Ok(resp) if resp.status().is_success() => {
-                return Ok(resp
-                    .bytes()
-                    .await
-                    .with_context(|| format!("reading {url}"))?
-                    .to_vec());
-            }
-            Ok(resp) if resp.status().is_client_error() => {
+        match downloader.get(url).await {
+            Ok(got) if got.status.is_success() => return Ok(got.body),
+            Ok(got) if got.status.is_client_error() => {
                 // 404 and friends will not change on retry.
-                bail!("cannot download {url}: HTTP {}", resp.status());
+                bail!("cannot download {url}: HTTP {}", got.status);
             }
-            Ok(resp) => last = format!("HTTP {}", resp.status()),
-            Err(e) => last = error_chain(&e),
+            Ok(got) => last = format!("HTTP {}", got.status),
+            Err(e) => last = format!("{e:#}"),
         }
     }
     bail!(
         "cannot download {url} after 3 attempts: {last}; on an air-gapped controller give manifest_dir (a folder with vX.Y.Z/<file>)"
     )
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = inner.source();
-    }
-    s
 }
 
 /// The folder a manifest file would be read from in `manifest_dir`, for messages and docs.
@@ -300,6 +279,40 @@ mod tests {
         assert!(
             e.starts_with("manifest_dir has no calico.yaml for Calico v3.28.5"),
             "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn client_errors_are_not_retried() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = requests.clone();
+        std::thread::spawn(move || {
+            // Up to three answers, so that a retry would be answered (and counted) too.
+            for _ in 0..3 {
+                let Ok((mut s, _)) = l.accept() else { return };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = s.write_all(
+                    b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        let downloader = Downloader::from_env()
+            .unwrap()
+            .with_proxies(hyper_util::client::proxy::matcher::Matcher::builder().build());
+        let url = format!("http://{addr}/v3.28.5/calico.yaml");
+        let started = std::time::Instant::now();
+        let e = fetch_with(&downloader, &url).await.unwrap_err().to_string();
+        assert_eq!(e, format!("cannot download {url}: HTTP 403 Forbidden"));
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // No back-off sleep (the first is 1 s) was taken either.
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            started.elapsed()
         );
     }
 

@@ -7,6 +7,7 @@
 
 pub mod backup;
 pub mod customize;
+pub mod download;
 pub mod manifests;
 pub mod precheck;
 pub mod restore;
