@@ -24,7 +24,9 @@ pub struct Timing {
     pub readiness_delay_ms: u64,
     /// Factor applied to durations manifests give in seconds.
     pub time_scale: f64,
-    /// How often kubelets post node status.
+    /// How often the node side looks at every node: a kubelet stopping (a `not_ready_nodes`
+    /// fault) or recovering is seen within this period. Healthy nodes renew their Lease and
+    /// status every 10 s, as kubelets do.
     pub node_heartbeat_ms: u64,
     /// How long a run-to-completion container without a known behaviour runs.
     pub job_run_ms: u64,

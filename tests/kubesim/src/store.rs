@@ -71,6 +71,16 @@ impl StoredObject {
     }
 }
 
+/// In-process readers (controllers, kubelets) read stored objects in place: a shared
+/// object derefs to its value, so a pass over thousands of pods copies nothing.
+impl std::ops::Deref for StoredObject {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
 /// What happened to an object, as watch events name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {

@@ -465,6 +465,28 @@ impl Cluster {
         Ok(self.delete_resolved(&r, namespace, name, opts)?.object)
     }
 
+    /// Lists objects like [`Cluster::list`], sharing the stored objects instead of copying
+    /// them where the requested version is the stored one: what in-process controllers use
+    /// to read every pod on every pass.
+    pub fn list_shared(
+        &self,
+        api_version: &str,
+        resource: &str,
+        namespace: Option<&str>,
+        opts: &ListOptions,
+    ) -> ApiResult<Vec<Arc<StoredObject>>> {
+        let r = self.resolve(api_version, resource)?;
+        let page = self.list_resolved(&r, namespace, opts)?;
+        if r.is_storage_version() {
+            return Ok(page.items);
+        }
+        Ok(page
+            .items
+            .iter()
+            .map(|o| StoredObject::new(r.present(o), o.rv))
+            .collect())
+    }
+
     /// Lists objects (all namespaces with `None`), as values in the requested version.
     pub fn list(
         &self,

@@ -98,34 +98,47 @@ pub(crate) fn normalize_type(r: &Resolved, obj: &mut Value) -> ApiResult<()> {
 }
 
 /// The object without `metadata` and (optionally) `status`: what generation tracks.
-fn spec_part(obj: &Value, with_status: bool) -> Value {
-    let mut m = obj.as_object().cloned().unwrap_or_default();
-    m.shift_remove("metadata");
-    m.shift_remove("apiVersion");
-    m.shift_remove("kind");
-    if !with_status {
-        m.shift_remove("status");
-    }
-    Value::Object(m)
+/// Whether two objects are equal once the top-level fields `skip` are left out and, within
+/// `metadata`, the fields `skip_meta`. Compared in place: every write asks this (no-op
+/// detection, generation bumps) and copying a pod to ask would cost more than the write.
+/// Field order does not matter, as for the maps themselves.
+fn equal_except(a: &Value, b: &Value, skip: &[&str], skip_meta: &[&str]) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    fields_equal(a, b, skip, |k, x, y| {
+        if k != "metadata" {
+            return x == y;
+        }
+        match (x.as_object(), y.as_object()) {
+            (Some(x), Some(y)) => fields_equal(x, y, skip_meta, |_, x, y| x == y),
+            _ => x == y,
+        }
+    })
 }
 
-fn without_rv(obj: &Value) -> Value {
-    let mut v = obj.clone();
-    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.shift_remove("resourceVersion");
-    }
-    v
+fn fields_equal(
+    a: &Map<String, Value>,
+    b: &Map<String, Value>,
+    skip: &[&str],
+    same: impl Fn(&str, &Value, &Value) -> bool,
+) -> bool {
+    let kept = |m: &Map<String, Value>| m.keys().filter(|k| !skip.contains(&k.as_str())).count();
+    kept(a) == kept(b)
+        && a.iter()
+            .filter(|(k, _)| !skip.contains(&k.as_str()))
+            .all(|(k, x)| b.get(k).is_some_and(|y| same(k, x, y)))
 }
 
-/// The object as compared for no-op detection: managedFields timestamps and the
-/// resourceVersion do not make a write a change.
-fn comparable(obj: &Value) -> Value {
-    let mut v = obj.clone();
-    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.shift_remove("resourceVersion");
-        m.shift_remove("managedFields");
-    }
-    v
+/// The spec side of an object changed (what bumps `metadata.generation`): everything but
+/// metadata and type, and the status too where it has no subresource of its own.
+fn spec_changed(old: &Value, new: &Value, with_status: bool) -> bool {
+    let skip: &[&str] = if with_status {
+        &["metadata", "apiVersion", "kind"]
+    } else {
+        &["metadata", "apiVersion", "kind", "status"]
+    };
+    !equal_except(old, new, skip, &[])
 }
 
 /// Prunes and validates a custom resource against its version's schema; Strict field
@@ -594,7 +607,7 @@ impl Cluster {
         }
         if admission::tracks_generation(&r.rt) {
             let with_status = !r.rt.has_status_subresource();
-            if spec_part(old_v, with_status) != spec_part(&new, with_status) {
+            if spec_changed(old_v, &new, with_status) {
                 let gen_ = old_v
                     .pointer("/metadata/generation")
                     .and_then(Value::as_i64)
@@ -620,9 +633,10 @@ impl Cluster {
         // An apply that only changed ownership is still a write; other writes that change
         // nothing but managedFields timestamps are no-ops.
         let unchanged = if operation == "Apply" {
-            without_rv(&new) == without_rv(old_v)
+            equal_except(&new, old_v, &[], &["resourceVersion"])
         } else {
-            comparable(&new) == comparable(old_v)
+            // managedFields timestamps and the resourceVersion do not make a write a change.
+            equal_except(&new, old_v, &[], &["resourceVersion", "managedFields"])
         };
         if unchanged {
             return Ok(WriteOutcome {

@@ -191,16 +191,20 @@ pub fn set_kubelet_version(cluster: &Cluster, node: &str, version: &str) -> ApiR
 
 const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 
-/// Node heartbeats and the node lifecycle controller: Ready nodes post status every
-/// `node_heartbeat_ms`; nodes in `not_ready_nodes` stop, turn `Unknown` and get the
-/// unreachable taints; they recover when the fault is lifted.
+/// Node heartbeats and the node lifecycle controller. As kubelets do since NodeLease, a
+/// Ready node renews its Lease in `kube-node-lease` every `node_heartbeat_ms` and posts its
+/// status only when the status changes or every five minutes (`nodeStatusReportFrequency`):
+/// a thousand nodes must not write a thousand Node objects a second, which would wake every
+/// controller that watches nodes. Nodes in `not_ready_nodes` stop, turn `Unknown` and get
+/// the unreachable taints; they recover when the fault is lifted.
 pub async fn nodes(cluster: Cluster, mut shutdown: Shutdown) {
+    let mut last_beat: HashMap<String, std::time::Instant> = HashMap::new();
     loop {
         let timing = cluster.sim().timing();
         let faults = cluster.sim().faults();
         let version = cluster.version().to_string();
         for node in cluster
-            .list("v1", "nodes", None, &Default::default())
+            .list_shared("v1", "nodes", None, &Default::default())
             .unwrap_or_default()
         {
             let name = node
@@ -209,7 +213,18 @@ pub async fn nodes(cluster: Cluster, mut shutdown: Shutdown) {
                 .unwrap_or("")
                 .to_string();
             let down = faults.not_ready_nodes.iter().any(|n| n == &name);
+            // A healthy node beats every `nodeStatusUpdateFrequency`; one changing state
+            // (going down, recovering, never reported) is handled on this pass.
+            let settled = !down && is_ready(&node) && !is_unreachable(&node);
+            if settled
+                && last_beat
+                    .get(&name)
+                    .is_some_and(|t| t.elapsed() < NODE_STATUS_UPDATE)
+            {
+                continue;
+            }
             heartbeat(&cluster, &node, &name, down, &version);
+            last_beat.insert(name, std::time::Instant::now());
         }
         tokio::select! {
             _ = shutdown.wait() => return,
@@ -218,19 +233,31 @@ pub async fn nodes(cluster: Cluster, mut shutdown: Shutdown) {
     }
 }
 
-fn heartbeat(cluster: &Cluster, node: &Value, name: &str, down: bool, server_version: &str) {
-    let now = crate::clock::now_rfc3339();
-    let ready = node
-        .pointer("/status/conditions")
+/// The kubelet's `nodeStatusUpdateFrequency` and its Lease renew interval.
+const NODE_STATUS_UPDATE: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn ready_status(node: &Value) -> &str {
+    node.pointer("/status/conditions")
         .and_then(Value::as_array)
         .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
         .and_then(|c| c["status"].as_str())
         .unwrap_or("")
-        .to_string();
-    let tainted = node
-        .pointer("/spec/taints")
+}
+
+fn is_ready(node: &Value) -> bool {
+    ready_status(node) == "True"
+}
+
+fn is_unreachable(node: &Value) -> bool {
+    node.pointer("/spec/taints")
         .and_then(Value::as_array)
-        .is_some_and(|t| t.iter().any(|t| t["key"] == UNREACHABLE));
+        .is_some_and(|t| t.iter().any(|t| t["key"] == UNREACHABLE))
+}
+
+fn heartbeat(cluster: &Cluster, node: &Value, name: &str, down: bool, server_version: &str) {
+    let now = crate::clock::now_rfc3339();
+    let ready = ready_status(node).to_string();
+    let tainted = is_unreachable(node);
     let opts = WriteOptions::manager(KUBELET);
     if down {
         if ready != "Unknown" {
@@ -303,12 +330,33 @@ fn heartbeat(cluster: &Cluster, node: &Value, name: &str, down: bool, server_ver
         .and_then(Value::as_str)
         .unwrap_or("amd64")
         .to_string();
-    let _ = cluster.modify("v1", "nodes", None, name, Some("status"), &opts, |n| {
-        set_condition(n, "Ready", "True", "KubeletReady", "kubelet is posting ready status", &now);
+    renew_lease(cluster, node, name);
+    let mut posted = node.clone();
+    let report = |n: &mut Value| {
+        set_condition(
+            n,
+            "Ready",
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status",
+            &now,
+        );
         for (t, reason, msg) in [
-            ("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            (
+                "MemoryPressure",
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            ),
+            (
+                "DiskPressure",
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+            ),
+            (
+                "PIDPressure",
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+            ),
         ] {
             set_condition(n, t, "False", reason, msg, &now);
         }
@@ -324,7 +372,70 @@ fn heartbeat(cluster: &Cluster, node: &Value, name: &str, down: bool, server_ver
             n["status"]["capacity"] = json!({"cpu": "4", "memory": "16374584Ki", "pods": "110", "ephemeral-storage": "101430960Ki"});
             n["status"]["allocatable"] = json!({"cpu": "4", "memory": "16272184Ki", "pods": "110", "ephemeral-storage": "93478772582"});
         }
-    });
+    };
+    report(&mut posted);
+    let last_report = node
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["lastHeartbeatTime"].as_str())
+        .and_then(crate::clock::parse_rfc3339);
+    let due = last_report.is_none_or(|t| crate::clock::now_unix() - t >= STATUS_REPORT_SECS);
+    if due || without_heartbeat_times(&posted) != without_heartbeat_times(node) {
+        let _ = cluster.modify("v1", "nodes", None, name, Some("status"), &opts, report);
+    }
+}
+
+/// `nodeStatusReportFrequency`: how often a kubelet posts an unchanged status.
+const STATUS_REPORT_SECS: i64 = 300;
+
+/// A node's status with the condition heartbeat times cleared: what decides whether a
+/// kubelet has something new to report.
+fn without_heartbeat_times(node: &Value) -> Value {
+    let mut status = node.get("status").cloned().unwrap_or(Value::Null);
+    if let Some(conds) = status.get_mut("conditions").and_then(Value::as_array_mut) {
+        for c in conds {
+            if let Some(c) = c.as_object_mut() {
+                c.remove("lastHeartbeatTime");
+            }
+        }
+    }
+    status
+}
+
+/// Renews the node's Lease in `kube-node-lease` (created on first use, owned by the Node, as
+/// the kubelet's lease controller does).
+fn renew_lease(cluster: &Cluster, node: &Value, name: &str) {
+    let now = crate::clock::now_rfc3339_micros();
+    let opts = WriteOptions::manager(KUBELET);
+    let lease = "coordination.k8s.io/v1";
+    let renewed = cluster.modify(
+        lease,
+        "leases",
+        Some("kube-node-lease"),
+        name,
+        None,
+        &opts,
+        |l| {
+            l["spec"]["renewTime"] = json!(now);
+            l["spec"]["holderIdentity"] = json!(name);
+        },
+    );
+    if renewed.is_err() {
+        let _ = cluster.create(
+            lease,
+            "leases",
+            Some("kube-node-lease"),
+            json!({
+                "apiVersion": lease, "kind": "Lease",
+                "metadata": {"name": name, "namespace": "kube-node-lease",
+                    "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name,
+                        "uid": node.pointer("/metadata/uid").cloned().unwrap_or(Value::Null)}]},
+                "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now},
+            }),
+            &opts,
+        );
+    }
 }
 
 /// Sets a node condition, keeping `lastTransitionTime` when the status does not change.

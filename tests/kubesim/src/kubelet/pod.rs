@@ -79,6 +79,20 @@ impl Container {
         matches!(&self.state, State::Running { ready_at: Some(at), .. } if *at <= now)
     }
 
+    /// Whether nothing will change without a new event: running and Ready for good, or
+    /// finished.
+    fn steady(&self, now: Instant) -> bool {
+        match &self.state {
+            State::Running {
+                ready_at: Some(at),
+                exit: None,
+                ..
+            } => *at <= now,
+            State::Terminated { .. } => true,
+            _ => false,
+        }
+    }
+
     fn done_ok(&self) -> bool {
         matches!(&self.state, State::Terminated { code: 0, .. })
     }
@@ -148,12 +162,17 @@ pub async fn run(cluster: Cluster, node_state: Arc<Node>, pod: Value, mut shutdo
             .unwrap_or_default()
     };
     let mut last_written = Value::Null;
+    let mut rendered_at = 0;
 
     loop {
         let timing = cluster.sim().timing();
         let now = Instant::now();
         // The pod as the API has it now: deleted, terminating, or still wanted.
-        let current = match cluster.get("v1", "pods", Some(&ns), &name) {
+        // Read in place, not copied: every pod's kubelet looks every tick.
+        let current = match cluster
+            .resolve("v1", "pods")
+            .and_then(|r| cluster.get_stored(&r, Some(&ns), &name))
+        {
             Ok(p) if p.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid.as_str()) => p,
             _ => {
                 node_state.release(&handle);
@@ -216,6 +235,19 @@ pub async fn run(cluster: Cluster, node_state: Arc<Node>, pod: Value, mut shutdo
                 );
             }
         }
+        // A settled pod whose object did not change has nothing new to report: skip the
+        // render, which every pod would otherwise repeat every tick.
+        let settled = inits.iter().chain(mains.iter()).all(|c| c.steady(now));
+        if settled && current.rv == rendered_at {
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tokio::time::sleep(TICK) => {}
+            }
+            continue;
+        }
+        // Only a render of the settled state counts: the tick a container turns Ready is
+        // itself settled, and must still be reported.
+        rendered_at = if settled { current.rv } else { 0 };
         let status = render(
             &inits,
             &mains,

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Value, json};
 
-use crate::cluster::{Cluster, WriteOptions};
+use crate::cluster::{Cluster, ListOptions, WriteOptions};
 use crate::controllers::Shutdown;
 
 /// Runs the scheduler until shutdown: on every pod or node change, and every few hundred
@@ -20,11 +20,20 @@ pub async fn run(cluster: Cluster, mut shutdown: Shutdown) {
     };
     loop {
         schedule_pending(&cluster);
-        tokio::select! {
-            _ = shutdown.wait() => return,
-            _ = pods.next() => {}
-            _ = nodes.next() => {}
-            _ = tokio::time::sleep(std::time::Duration::from_millis(300)) => {}
+        // Wake for what can change a decision: a pod waiting for a node, or a node change.
+        // Status writes of bound pods (thousands while a big cluster starts) do not.
+        let retry = tokio::time::sleep(std::time::Duration::from_millis(300));
+        tokio::pin!(retry);
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                ev = pods.next() => match ev {
+                    Some(Ok(ev)) if !s(&ev.object.value, "/spec/nodeName").is_empty() => continue,
+                    _ => break,
+                },
+                _ = nodes.next() => break,
+                _ = &mut retry => break,
+            }
         }
         // Drain what else arrived: one pass handles it all.
         while pods.try_next().is_some() {}
@@ -33,17 +42,17 @@ pub async fn run(cluster: Cluster, mut shutdown: Shutdown) {
 }
 
 fn schedule_pending(cluster: &Cluster) {
-    let all = cluster
-        .list("v1", "pods", None, &Default::default())
-        .unwrap_or_default();
-    let pending: Vec<&Value> = all
-        .iter()
+    // Only unbound pods are read in full: a pass stays cheap however many pods already run.
+    let unbound = ListOptions {
+        field_selector: Some("spec.nodeName=".into()),
+        ..Default::default()
+    };
+    let pending: Vec<Value> = cluster
+        .list("v1", "pods", None, &unbound)
+        .unwrap_or_default()
+        .into_iter()
         .filter(|p| {
-            p.pointer("/spec/nodeName")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .is_empty()
-                && p.pointer("/metadata/deletionTimestamp").is_none()
+            p.pointer("/metadata/deletionTimestamp").is_none()
                 && p.pointer("/status/phase")
                     .and_then(Value::as_str)
                     .unwrap_or("Pending")
@@ -54,15 +63,15 @@ fn schedule_pending(cluster: &Cluster) {
         return;
     }
     let nodes = cluster
-        .list("v1", "nodes", None, &Default::default())
+        .list_shared("v1", "nodes", None, &Default::default())
         .unwrap_or_default();
-    let mut load: HashMap<String, usize> = HashMap::new();
-    for p in &all {
-        if let Some(n) = p.pointer("/spec/nodeName").and_then(Value::as_str) {
-            *load.entry(n.to_string()).or_default() += 1;
-        }
-    }
-    for pod in pending {
+    let by_name: HashMap<&str, &Value> = nodes
+        .iter()
+        .map(|n| (s(n, "/metadata/name"), &n.value))
+        .collect();
+    // Pods per node, for spreading: only pods that may go to any node need it.
+    let mut load: Option<HashMap<String, usize>> = None;
+    for pod in &pending {
         let ns = pod
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
@@ -71,26 +80,37 @@ fn schedule_pending(cluster: &Cluster) {
             .pointer("/metadata/name")
             .and_then(Value::as_str)
             .unwrap_or("");
+        // kube-scheduler's NodeAffinity PreFilter: a pod pinned by `metadata.name` (every
+        // DaemonSet pod) is filtered against its named nodes only. The full pass below still
+        // runs when none fits, for the per-node reasons of the Unschedulable message.
+        let pinned = pinned_nodes(pod).and_then(|names| {
+            names
+                .into_iter()
+                .filter_map(|n| by_name.get(n.as_str()).copied())
+                .find(|node| fits(pod, node).is_ok())
+        });
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-        let mut best: Option<(&str, usize)> = None;
-        for node in &nodes {
-            let node_name = node
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            match fits(pod, node) {
-                Ok(()) => {
-                    let l = load.get(node_name).copied().unwrap_or(0);
-                    if best.is_none_or(|(_, b)| l < b) {
-                        best = Some((node_name, l));
+        let mut best: Option<(&str, usize)> = pinned.map(|n| (s(n, "/metadata/name"), 0));
+        if best.is_none() {
+            let load = load.get_or_insert_with(|| pods_per_node(cluster));
+            for node in &nodes {
+                let node_name = s(node, "/metadata/name");
+                match fits(pod, node) {
+                    Ok(()) => {
+                        let l = load.get(node_name).copied().unwrap_or(0);
+                        if best.is_none_or(|(_, b)| l < b) {
+                            best = Some((node_name, l));
+                        }
                     }
+                    Err(why) => *reasons.entry(why).or_default() += 1,
                 }
-                Err(why) => *reasons.entry(why).or_default() += 1,
             }
         }
         match best {
             Some((node, _)) => {
-                if cluster.bind(ns, name, node).is_ok() {
+                if cluster.bind(ns, name, node).is_ok()
+                    && let Some(load) = load.as_mut()
+                {
                     *load.entry(node.to_string()).or_default() += 1;
                 }
             }
@@ -122,6 +142,52 @@ fn schedule_pending(cluster: &Cluster) {
             }
         }
     }
+}
+
+fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+/// How many pods each node is bound to.
+fn pods_per_node(cluster: &Cluster) -> HashMap<String, usize> {
+    let mut load = HashMap::new();
+    for p in cluster
+        .list_shared("v1", "pods", None, &Default::default())
+        .unwrap_or_default()
+    {
+        let node = s(&p, "/spec/nodeName");
+        if !node.is_empty() {
+            *load.entry(node.to_string()).or_default() += 1;
+        }
+    }
+    load
+}
+
+/// The node names a pod's required node affinity limits it to, when every term pins
+/// `metadata.name` with `In` (as the DaemonSet controller's pin does); `None` otherwise.
+fn pinned_nodes(pod: &Value) -> Option<Vec<String>> {
+    let terms = pod
+        .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+        .and_then(Value::as_array)
+        .filter(|t| !t.is_empty())?;
+    let mut names = Vec::new();
+    for term in terms {
+        let pin = term
+            .get("matchFields")
+            .and_then(Value::as_array)
+            .and_then(|f| {
+                f.iter()
+                    .find(|f| f["key"] == "metadata.name" && f["operator"] == "In")
+            })?;
+        names.extend(
+            pin["values"]
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string),
+        );
+    }
+    Some(names)
 }
 
 fn labels(v: &Value) -> BTreeMap<String, String> {

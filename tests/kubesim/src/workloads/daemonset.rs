@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::Obj;
 use super::nodes::{should_run, with_daemon_tolerations};
 use super::{
     ReadyClock, by_phase_then_age, compute_hash, deleting, drive, int, int_or_percent, list,
@@ -252,7 +253,7 @@ fn cleanup_history(
 
 /// The DaemonSet's pods by target node, leaving out finished pods already being deleted
 /// (`getNodesToDaemonPods`).
-fn pods_by_node<'a>(ds: &Value, pods: &'a [Value]) -> BTreeMap<String, Vec<&'a Value>> {
+fn pods_by_node<'a>(ds: &Value, pods: &'a [Obj]) -> BTreeMap<String, Vec<&'a Value>> {
     let uid = s(ds, "/metadata/uid");
     let ns = s(ds, "/metadata/namespace");
     let mut by_node: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
@@ -323,8 +324,8 @@ struct Plan {
 fn sync(
     cluster: &Cluster,
     ds: &Value,
-    pods: &[Value],
-    nodes: &[Value],
+    pods: &[Obj],
+    nodes: &[Obj],
     clock: &mut ReadyClock,
 ) -> Option<Duration> {
     if deleting(ds) {
@@ -369,7 +370,7 @@ fn sync(
     let fresh;
     let by_node = if acted {
         fresh = cluster
-            .list("v1", "pods", Some(&ns), &Default::default())
+            .list_shared("v1", "pods", Some(&ns), &Default::default())
             .unwrap_or_default();
         pods_by_node(ds, &fresh)
     } else {
@@ -394,7 +395,7 @@ fn sync(
 /// `podsShouldBeOnNode` over every node: pods to create, failed or surplus pods to delete.
 fn manage(
     ds: &Value,
-    nodes: &[Value],
+    nodes: &[Obj],
     by_node: &BTreeMap<String, Vec<&Value>>,
     template_spec: &Value,
     hash: &str,
@@ -589,7 +590,7 @@ fn rolling_update(
 fn update_status(
     cluster: &Cluster,
     ds: &Value,
-    nodes: &[Value],
+    nodes: &[Obj],
     by_node: &BTreeMap<String, Vec<&Value>>,
     template_spec: &Value,
     hash: &str,

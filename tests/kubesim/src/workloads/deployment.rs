@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use super::Obj;
 use super::{
     compute_hash, deleting, drive, int, int_or_percent, list, owned_by, owner_ref, s, sooner,
     write_status,
@@ -42,7 +43,11 @@ pub async fn run(cluster: Cluster, shutdown: Shutdown) {
             if deployments.is_empty() {
                 return None;
             }
-            let sets = list(c, "apps/v1", "replicasets");
+            // ReplicaSets are few and the sync edits its copies; pods are many and only read.
+            let sets: Vec<Value> = list(c, "apps/v1", "replicasets")
+                .iter()
+                .map(|o| o.value.clone())
+                .collect();
             let pods = list(c, "v1", "pods");
             let mut requeue = None;
             for d in deployments {
@@ -595,7 +600,7 @@ fn write_whole_status(cluster: &Cluster, stored: &Value, d: &Value) {
 
 // ---- the sync ------------------------------------------------------------------------------
 
-fn sync(cluster: &Cluster, stored: &Value, all_sets: &[Value], pods: &[Value]) -> Option<Duration> {
+fn sync(cluster: &Cluster, stored: &Value, all_sets: &[Value], pods: &[Obj]) -> Option<Duration> {
     let uid = s(stored, "/metadata/uid");
     let ns = s(stored, "/metadata/namespace");
     let mut sets: Vec<Value> = all_sets
@@ -895,7 +900,7 @@ fn rollout_recreate(
     stored: &Value,
     d: &mut Value,
     sets: &mut Vec<Value>,
-    pods: &[Value],
+    pods: &[Obj],
 ) -> Option<Duration> {
     let mut new = new_replica_set(cluster, d, sets, false);
     let mut scaled_down = false;

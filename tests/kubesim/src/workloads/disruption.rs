@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::Obj;
 use super::{
     controller_uid, deleting, drive, int, int_or_percent, list, pod_ready, s, write_status,
 };
@@ -71,7 +72,7 @@ impl Scales {
             ("v1", "replicationcontrollers"),
         ] {
             for o in list(c, api, res) {
-                by_uid.insert(s(&o, "/metadata/uid").to_string(), o);
+                by_uid.insert(s(&o, "/metadata/uid").to_string(), o.value.clone());
             }
         }
         Self { by_uid }
@@ -110,7 +111,7 @@ impl Scales {
     }
 }
 
-fn sync(cluster: &Cluster, pdb: &Value, pods: &[Value], scales: &Scales) {
+fn sync(cluster: &Cluster, pdb: &Value, pods: &[Obj], scales: &Scales) {
     let ns = s(pdb, "/metadata/namespace");
     let generation = int(pdb, "/metadata/generation").unwrap_or(1);
     let selector = pdb
@@ -118,6 +119,7 @@ fn sync(cluster: &Cluster, pdb: &Value, pods: &[Value], scales: &Scales) {
         .and_then(|s| LabelSelector::from_object(s).ok());
     let matched: Vec<&Value> = pods
         .iter()
+        .map(|p| &p.value)
         .filter(|p| s(p, "/metadata/namespace") == ns)
         .filter(|p| selector.as_ref().is_some_and(|sel| sel.matches(p)))
         .collect();

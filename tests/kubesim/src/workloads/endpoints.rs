@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
+use super::Obj;
 use super::{deleting, drive, list, owner_ref, pod_ready, pod_terminal, s};
 use crate::cluster::{Cluster, DeleteOptions, WriteOptions};
 use crate::controllers::Shutdown;
@@ -116,7 +117,7 @@ fn find_port(pod: &Value, port: &Value) -> Option<i64> {
 }
 
 /// The Service's pods that take part (`ShouldPodBeInEndpoints`), with their ports.
-fn members<'a>(svc: &Value, pods: &'a [Value], include_terminating: bool) -> Vec<Member<'a>> {
+fn members<'a>(svc: &Value, pods: &'a [Obj], include_terminating: bool) -> Vec<Member<'a>> {
     let ns = s(svc, "/metadata/namespace");
     let Some(selector) = svc
         .pointer("/spec/selector")
@@ -217,12 +218,15 @@ fn ip_order(ip: &str) -> (u8, Vec<u32>) {
     }
 }
 
-fn sync_endpoints(cluster: &Cluster, services: &[Value], pods: &[Value], existing: &[Value]) {
+fn sync_endpoints(cluster: &Cluster, services: &[Obj], pods: &[Obj], existing: &[Obj]) {
     let opts = WriteOptions::manager("endpoint-controller");
-    let wanted: BTreeSet<(String, String)> =
-        services.iter().filter(|s| managed(s)).map(key).collect();
+    let wanted: BTreeSet<(String, String)> = services
+        .iter()
+        .filter(|s| managed(s))
+        .map(|s| key(s))
+        .collect();
     let current: BTreeMap<(String, String), &Value> =
-        existing.iter().map(|e| (key(e), e)).collect();
+        existing.iter().map(|e| (key(e), &e.value)).collect();
     for svc in services.iter().filter(|s| managed(s)) {
         let publish = svc
             .pointer("/spec/publishNotReadyAddresses")
@@ -304,7 +308,7 @@ fn sync_endpoints(cluster: &Cluster, services: &[Value], pods: &[Value], existin
     }
     // Endpoints of Services that are gone (only those this controller would manage: the
     // ones of selector-less Services belong to whoever wrote them).
-    let all_services: BTreeSet<(String, String)> = services.iter().map(key).collect();
+    let all_services: BTreeSet<(String, String)> = services.iter().map(|s| key(s)).collect();
     for ((ns, name), ep) in &current {
         if !all_services.contains(&(ns.clone(), name.clone()))
             && !wanted.contains(&(ns.clone(), name.clone()))
@@ -320,13 +324,7 @@ fn sync_endpoints(cluster: &Cluster, services: &[Value], pods: &[Value], existin
     }
 }
 
-fn sync_slices(
-    cluster: &Cluster,
-    services: &[Value],
-    pods: &[Value],
-    nodes: &[Value],
-    slices: &[Value],
-) {
+fn sync_slices(cluster: &Cluster, services: &[Obj], pods: &[Obj], nodes: &[Obj], slices: &[Obj]) {
     let opts = WriteOptions::manager(SLICE_CONTROLLER);
     let zones: BTreeMap<&str, &str> = nodes
         .iter()
@@ -342,7 +340,7 @@ fn sync_slices(
         ) == SLICE_CONTROLLER
     };
     let mut by_service: BTreeMap<(String, String), Vec<&Value>> = BTreeMap::new();
-    for sl in slices.iter().filter(ours) {
+    for sl in slices.iter().map(|o| &o.value).filter(ours) {
         let svc = s(
             sl,
             &format!("/metadata/labels/{}", SERVICE_NAME.replace('/', "~1")),

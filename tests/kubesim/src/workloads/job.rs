@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::Obj;
 use super::{
     deleting, drive, int, list, owned_by, pod_active, pod_from_template, pod_ready, pod_terminal,
     s, scaled, sooner, write_status,
@@ -160,7 +161,7 @@ fn restarts(pod: &Value) -> i64 {
         .sum()
 }
 
-fn sync(cluster: &Cluster, job: &Value, pods: &[Value], memory: &mut Memory) -> Option<Duration> {
+fn sync(cluster: &Cluster, job: &Value, pods: &[Obj], memory: &mut Memory) -> Option<Duration> {
     if deleting(job) || finished(job).is_some() {
         return None;
     }
@@ -169,6 +170,7 @@ fn sync(cluster: &Cluster, job: &Value, pods: &[Value], memory: &mut Memory) -> 
     let uid = s(job, "/metadata/uid").to_string();
     let mine: Vec<&Value> = pods
         .iter()
+        .map(|p| &p.value)
         .filter(|p| s(p, "/metadata/namespace") == ns && owned_by(p, &uid))
         .collect();
     let mut active: Vec<&Value> = mine.iter().copied().filter(|p| pod_active(p)).collect();

@@ -61,9 +61,11 @@ pub(crate) async fn drive(
         }
     }
     loop {
+        let started = Instant::now();
         let requeue = reconcile(&cluster)
             .unwrap_or(Duration::from_secs(1))
             .clamp(Duration::from_millis(5), Duration::from_secs(1));
+        let took = started.elapsed();
         let changed = async {
             if subs.is_empty() {
                 std::future::pending::<()>().await;
@@ -76,7 +78,10 @@ pub(crate) async fn drive(
             _ = changed => {}
             _ = tokio::time::sleep(requeue) => {}
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Batch what arrives meanwhile. A pass that took long waits as long again, as a
+        // rate-limited work queue would: on a big cluster the controllers then share the CPU
+        // with the kubelets instead of re-reading every pod back to back.
+        tokio::time::sleep(took.max(Duration::from_millis(10))).await;
         for s in subs.iter_mut() {
             // A subscriber that fell behind compacted history errs: the next full reconcile
             // reads the current state anyway, so nothing is lost.
@@ -269,17 +274,20 @@ impl ReadyClock {
     }
 
     /// Forgets pods that no longer exist.
-    pub(crate) fn retain(&mut self, pods: &[Value]) {
+    pub(crate) fn retain(&mut self, pods: &[Obj]) {
         let live: std::collections::HashSet<&str> =
             pods.iter().map(|p| s(p, "/metadata/uid")).collect();
         self.since.retain(|uid, _| live.contains(uid.as_str()));
     }
 }
 
+/// A stored object as controllers read it: shared, never copied (derefs to its value).
+pub(crate) type Obj = std::sync::Arc<crate::store::StoredObject>;
+
 /// The objects of a kind, or none.
-pub(crate) fn list(cluster: &Cluster, api: &str, resource: &str) -> Vec<Value> {
+pub(crate) fn list(cluster: &Cluster, api: &str, resource: &str) -> Vec<Obj> {
     cluster
-        .list(api, resource, None, &Default::default())
+        .list_shared(api, resource, None, &Default::default())
         .unwrap_or_default()
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::Obj;
 use super::{
     ReadyClock, deleting, drive, int, list, owned_by, pod_active, pod_from_template, pod_ready, s,
     scaled, sooner, write_status,
@@ -38,10 +39,11 @@ pub async fn run(cluster: Cluster, shutdown: Shutdown) {
     .await
 }
 
-fn active_pods<'a>(rs: &Value, pods: &'a [Value]) -> Vec<&'a Value> {
+fn active_pods<'a>(rs: &Value, pods: &'a [Obj]) -> Vec<&'a Value> {
     let uid = s(rs, "/metadata/uid");
     let ns = s(rs, "/metadata/namespace");
     pods.iter()
+        .map(|p| &p.value)
         .filter(|p| s(p, "/metadata/namespace") == ns && owned_by(p, uid) && pod_active(p))
         .collect()
 }
@@ -85,7 +87,7 @@ fn deletion_rank(p: &Value, crowd: &HashMap<&str, usize>) -> impl Ord {
     )
 }
 
-fn sync(cluster: &Cluster, rs: &Value, pods: &[Value], clock: &mut ReadyClock) -> Option<Duration> {
+fn sync(cluster: &Cluster, rs: &Value, pods: &[Obj], clock: &mut ReadyClock) -> Option<Duration> {
     let ns = s(rs, "/metadata/namespace").to_string();
     let name = s(rs, "/metadata/name");
     let want = int(rs, "/spec/replicas").unwrap_or(1).max(0);
@@ -130,7 +132,7 @@ fn sync(cluster: &Cluster, rs: &Value, pods: &[Value], clock: &mut ReadyClock) -
     let fresh;
     let active = if acted {
         fresh = cluster
-            .list("v1", "pods", Some(&ns), &Default::default())
+            .list_shared("v1", "pods", Some(&ns), &Default::default())
             .unwrap_or_default();
         active_pods(rs, &fresh)
     } else {
