@@ -3,12 +3,15 @@
 //! `calico_nettest` probe answers its targets from the network model, run-to-completion
 //! containers of Jobs exit 0, everything else runs until deleted. Faults override all of it.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 use crate::Cluster;
 use crate::network::{
     self, Agnhost, ClusterObjects, ClusterView, Protocol, Source, Target, ViewOptions,
 };
+use crate::store::StoredObject;
 
 /// What a started container does.
 #[derive(Debug, Clone, PartialEq)]
@@ -168,12 +171,8 @@ fn probe(cluster: &Cluster, pod: &Value, node: &str) -> Run {
             };
         }
     };
-    let objects = snapshot(cluster);
-    let view = ClusterView::build(
-        &ClusterObjects::from_objects(objects.iter()),
-        ViewOptions::default(),
-        &Agnhost,
-    );
+    let snapshot = NetworkSnapshot::read(cluster);
+    let view = ClusterView::build(&snapshot.objects(), ViewOptions::default(), &Agnhost);
     let faults = cluster.sim().faults().network;
     let ns = pod
         .pointer("/metadata/namespace")
@@ -239,26 +238,48 @@ fn flow_of(pod: &str, i: usize) -> u64 {
     })
 }
 
-/// The objects the network view reads.
-pub fn snapshot(cluster: &Cluster) -> Vec<Value> {
-    let mut out = Vec::new();
-    for (api, resource, kind) in [
-        ("v1", "nodes", "Node"),
-        ("v1", "pods", "Pod"),
-        ("v1", "services", "Service"),
-        ("v1", "namespaces", "Namespace"),
-        ("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy"),
-    ] {
-        if let Ok(items) = cluster.list(api, resource, None, &Default::default()) {
-            for mut o in items {
-                if o.get("kind").is_none() {
-                    o["kind"] = json!(kind);
-                }
-                out.push(o);
-            }
+/// The objects the network view reads, shared with the store rather than copied: every
+/// probe pod builds a view, and copying every pod for each would make a test of N nodes cost
+/// N times the cluster.
+pub struct NetworkSnapshot {
+    nodes: Vec<Arc<StoredObject>>,
+    pods: Vec<Arc<StoredObject>>,
+    services: Vec<Arc<StoredObject>>,
+    namespaces: Vec<Arc<StoredObject>>,
+    network_policies: Vec<Arc<StoredObject>>,
+}
+
+impl NetworkSnapshot {
+    /// Reads the current objects.
+    pub fn read(cluster: &Cluster) -> Self {
+        let all = |api: &str, resource: &str| {
+            cluster
+                .list_shared(api, resource, None, &Default::default())
+                .unwrap_or_default()
+        };
+        Self {
+            nodes: all("v1", "nodes"),
+            pods: all("v1", "pods"),
+            services: all("v1", "services"),
+            namespaces: all("v1", "namespaces"),
+            network_policies: all("networking.k8s.io/v1", "networkpolicies"),
         }
     }
-    out
+
+    /// The objects as the network view takes them.
+    pub fn objects(&self) -> ClusterObjects<'_> {
+        fn values(v: &[Arc<StoredObject>]) -> Vec<&Value> {
+            v.iter().map(|o| &o.value).collect()
+        }
+        ClusterObjects {
+            nodes: values(&self.nodes),
+            pods: values(&self.pods),
+            services: values(&self.services),
+            namespaces: values(&self.namespaces),
+            network_policies: values(&self.network_policies),
+            ..Default::default()
+        }
+    }
 }
 
 #[cfg(test)]
