@@ -189,17 +189,34 @@ fn main() -> Result<()> {
         );
         eprint!("{section}");
         sections.push_str(&section);
+        // A full run takes the better part of an hour: the document is rewritten after every
+        // row, so a run stopped midway keeps what it measured and says where it stopped.
+        if let Some(p) = &out {
+            let partial = format!(
+                "{doc}**Incomplete**: the run had finished up to \"{title}\" when this was \
+                 written; the rows after it were not measured.\n\n{}{sections}",
+                rows::summary(&verdicts)
+            );
+            write_doc(p, &partial)?;
+        }
     }
     doc.push_str(&rows::summary(&verdicts));
     doc.push_str(&sections);
     match out {
         Some(p) => {
-            std::fs::write(&p, &doc).with_context(|| p.display().to_string())?;
+            write_doc(&p, &doc)?;
             eprintln!("bench: wrote {}", p.display());
         }
         None => print!("{doc}"),
     }
     Ok(())
+}
+
+/// Replaces the document atomically: a reader never sees half of it.
+fn write_doc(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("md.tmp");
+    std::fs::write(&tmp, text).with_context(|| tmp.display().to_string())?;
+    std::fs::rename(&tmp, path).with_context(|| path.display().to_string())
 }
 
 /// Runs a command and returns its trimmed standard output, or `None` when it cannot run.
