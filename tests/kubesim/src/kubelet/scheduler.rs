@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::cluster::{Cluster, ListOptions, WriteOptions};
 use crate::controllers::Shutdown;
+use crate::workloads::s;
 
 /// Runs the scheduler until shutdown: on every pod or node change, and every few hundred
 /// milliseconds for pods still waiting.
@@ -142,10 +143,6 @@ fn schedule_pending(cluster: &Cluster) {
             }
         }
     }
-}
-
-fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
 /// How many pods each node is bound to.
