@@ -268,7 +268,7 @@ impl Scenario {
             for (k, v) in &n.labels {
                 labels[k] = json!(v);
             }
-            let ip = format!("10.0.{}.{}", i / 250, 10 + i % 250);
+            let ip = node_address(i).to_string();
             c.create(
                 "v1",
                 "nodes",
@@ -338,6 +338,13 @@ impl Scenario {
 
 /// Applies objects as `kubectl apply` (client side) does on first use: created, with the
 /// last-applied annotation and kubectl's field manager. CRDs first, waited until served.
+/// The InternalIP of the `i`-th node of a scenario: 10.0.0.10 onwards, 240 hosts per /24
+/// (.10 to .249), so every address is a distinct, valid host address (up to 61,440 nodes).
+fn node_address(i: usize) -> std::net::Ipv4Addr {
+    let third = u8::try_from(i / 240).unwrap_or(u8::MAX);
+    std::net::Ipv4Addr::new(10, 0, third, 10 + (i % 240) as u8)
+}
+
 pub fn kubectl_apply(c: &Cluster, objects: &[Value]) -> Result<()> {
     create_in_order(c, objects, "kubectl-client-side-apply", |o| {
         let mut obj = o.clone();
@@ -710,5 +717,19 @@ pub fn wait_ready(c: &Cluster, timeout: Duration) -> Result<()> {
             );
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::node_address;
+
+    #[test]
+    fn node_addresses_are_distinct_host_addresses_at_any_scale() {
+        let addrs: std::collections::BTreeSet<_> = (0..5000).map(node_address).collect();
+        assert_eq!(addrs.len(), 5000);
+        assert!(addrs.iter().all(|a| (10..250).contains(&a.octets()[3])));
+        assert_eq!(node_address(0).to_string(), "10.0.0.10");
+        assert_eq!(node_address(246).to_string(), "10.0.1.16");
     }
 }

@@ -17,14 +17,14 @@
 //! `ttlSecondsAfterFinished`: the TTL controller deletes a finished Job with foreground
 //! propagation (its pods go first), as upstream.
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::Obj;
 use super::{
-    deleting, drive, int, list, owned_by, pod_active, pod_from_template, pod_ready, pod_terminal,
+    by_controller, deleting, drive, int, list, owned_by, pod_active, pod_from_template, pod_ready, pod_terminal,
     s, scaled, sooner, write_status,
 };
 use crate::cluster::{Cluster, DeleteOptions, Propagation, WriteOptions};
@@ -54,9 +54,13 @@ pub async fn run(cluster: Cluster, shutdown: Shutdown) {
                 return None;
             }
             let pods = list(c, "v1", "pods");
+            let owned = by_controller(&pods);
             let mut requeue = None;
             for job in &jobs {
-                requeue = sooner(requeue, sync(c, job, &pods, &mut memory));
+                let mine = owned
+                    .get(s(job, "/metadata/uid"))
+                    .map_or(&[][..], Vec::as_slice);
+                requeue = sooner(requeue, sync(c, job, mine, &mut memory));
             }
             let live: BTreeSet<&str> = jobs.iter().map(|j| s(j, "/metadata/uid")).collect();
             memory.started.retain(|k, _| live.contains(k.as_str()));
@@ -161,17 +165,23 @@ fn restarts(pod: &Value) -> i64 {
         .sum()
 }
 
-fn sync(cluster: &Cluster, job: &Value, pods: &[Obj], memory: &mut Memory) -> Option<Duration> {
+/// One Job's pass over `owned`, the pods it controls (from this pass's list).
+fn sync(
+    cluster: &Cluster,
+    job: &Value,
+    owned: &[&Value],
+    memory: &mut Memory,
+) -> Option<Duration> {
     if deleting(job) || finished(job).is_some() {
         return None;
     }
     let minor = cluster.version().minor;
     let ns = s(job, "/metadata/namespace").to_string();
     let uid = s(job, "/metadata/uid").to_string();
-    let mine: Vec<&Value> = pods
+    let mine: Vec<&Value> = owned
         .iter()
-        .map(|p| &p.value)
-        .filter(|p| s(p, "/metadata/namespace") == ns && owned_by(p, &uid))
+        .copied()
+        .filter(|p| s(p, "/metadata/namespace") == ns)
         .collect();
     let mut active: Vec<&Value> = mine.iter().copied().filter(|p| pod_active(p)).collect();
     let phase = |p: &&Value, ph: &str| s(p, "/status/phase") == ph;
@@ -262,7 +272,10 @@ fn sync(cluster: &Cluster, job: &Value, pods: &[Obj], memory: &mut Memory) -> Op
             }
         }
     }
+    // Whether this pass created or deleted pods, so the counts below must read them again.
+    let wrote = Cell::new(false);
     let delete = |p: &Value| {
+        wrote.set(true);
         let _ = cluster.delete(
             "v1",
             "pods",
@@ -342,6 +355,7 @@ fn sync(cluster: &Cluster, job: &Value, pods: &[Obj], memory: &mut Memory) -> Op
                         wanted.resize((-surplus).min(500) as usize, None);
                     }
                     for index in wanted {
+                        wrote.set(true);
                         let _ = cluster.create(
                             "v1",
                             "pods",
@@ -370,17 +384,27 @@ fn sync(cluster: &Cluster, job: &Value, pods: &[Obj], memory: &mut Memory) -> Op
         }
     }
     // Pods still on their way out (after a deletion).
-    let fresh: Vec<Value> = cluster
-        .list("v1", "pods", Some(&ns), &Default::default())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| owned_by(p, &uid))
-        .collect();
+    let reread = if wrote.get() {
+        cluster
+            .list_shared("v1", "pods", Some(&ns), &Default::default())
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let fresh: Vec<&Value> = if wrote.get() {
+        reread
+            .iter()
+            .map(|p| &p.value)
+            .filter(|p| owned_by(p, &uid))
+            .collect()
+    } else {
+        mine.clone()
+    };
     let terminating = fresh
         .iter()
         .filter(|p| deleting(p) && !pod_terminal(p))
         .count() as i64;
-    let active_now: Vec<&Value> = fresh.iter().filter(|p| pod_active(p)).collect();
+    let active_now: Vec<&Value> = fresh.iter().copied().filter(|p| pod_active(p)).collect();
 
     let mut conditions = job
         .pointer("/status/conditions")

@@ -158,6 +158,18 @@ pub fn owned_by(obj: &Value, uid: &str) -> bool {
     !uid.is_empty() && controller_uid(obj) == Some(uid)
 }
 
+/// Objects grouped by the uid of their controller, built once per pass: a controller with
+/// hundreds of owners (a Job per node) would otherwise scan every pod for each owner.
+pub(crate) fn by_controller(objs: &[Obj]) -> HashMap<&str, Vec<&Value>> {
+    let mut index: HashMap<&str, Vec<&Value>> = HashMap::new();
+    for o in objs {
+        if let Some(uid) = controller_uid(&o.value) {
+            index.entry(uid).or_default().push(&o.value);
+        }
+    }
+    index
+}
+
 /// A string field by JSON pointer, or "".
 pub(crate) fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
