@@ -4,6 +4,7 @@
 //! Built-in types come from one table gated by the simulated version; CRD types are derived
 //! from the CRD object when it becomes Established.
 
+use crate::pointer::At;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -666,7 +667,7 @@ pub fn type_from_crd(crd: &Value) -> Result<ResourceType, String> {
             name,
             subresources,
             printer_columns,
-            schema: v.pointer("/schema/openAPIV3Schema").cloned(),
+            schema: v.at("/schema/openAPIV3Schema").cloned(),
         });
     }
     if versions.is_empty() {

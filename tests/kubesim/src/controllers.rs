@@ -4,6 +4,7 @@
 //! A controller is a function from a [`Cluster`] and a [`Shutdown`] signal to a future. Its
 //! writes go through the same code paths as HTTP writes but never count as client writes.
 
+use crate::pointer::At;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
@@ -137,11 +138,11 @@ async fn namespace_controller(cluster: Cluster, mut shutdown: Shutdown) {
 
 fn reconcile_namespace(cluster: &Cluster, ns: &Value, terminating: &Arc<Mutex<HashSet<String>>>) {
     let name = ns
-        .pointer("/metadata/name")
+        .at("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    if ns.pointer("/metadata/deletionTimestamp").is_some() {
+    if ns.at("/metadata/deletionTimestamp").is_some() {
         // One cleanup task per namespace: a namespace held by finalizers must not stall the
         // others.
         let fresh = terminating
@@ -201,10 +202,10 @@ async fn empty_namespace(cluster: &Cluster, name: &str) {
             };
             for o in objects {
                 let obj_name = o
-                    .pointer("/metadata/name")
+                    .at("/metadata/name")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                if o.pointer("/metadata/deletionTimestamp").is_none() {
+                if o.at("/metadata/deletionTimestamp").is_none() {
                     let _ = cluster.delete(
                         &av,
                         &rt.plural,
@@ -239,7 +240,7 @@ async fn empty_namespace(cluster: &Cluster, name: &str) {
         // Something is still finalizing (pods in their grace period, finalizers): retry.
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         match cluster.get("v1", "namespaces", None, name) {
-            Ok(ns) if ns.pointer("/metadata/deletionTimestamp").is_some() => continue,
+            Ok(ns) if ns.at("/metadata/deletionTimestamp").is_some() => continue,
             _ => return,
         }
     }

@@ -19,6 +19,7 @@ pub mod kubelet;
 pub mod network;
 pub mod operator;
 pub mod patch;
+pub mod pointer;
 pub mod scenario;
 pub mod selectors;
 pub mod server;

@@ -28,6 +28,7 @@
 //! `calico-system`), and, with `wait_ready`, returns once everything is Ready (operator
 //! installs: once TigeraStatus `calico` is Available).
 
+use crate::pointer::At;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -372,13 +373,11 @@ fn create_in_order(
         }
         let api = o["apiVersion"].as_str().unwrap_or("v1");
         let kind = o["kind"].as_str().unwrap_or("");
-        let ns = o.pointer("/metadata/namespace").and_then(Value::as_str);
+        let ns = o.at("/metadata/namespace").and_then(Value::as_str);
         c.create(api, kind, ns, prepare(o), &opts).map_err(|e| {
             anyhow!(
                 "{kind} {}: {e}",
-                o.pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
+                o.at("/metadata/name").and_then(Value::as_str).unwrap_or("")
             )
         })?;
     }
@@ -475,13 +474,12 @@ fn install_calico(c: &Cluster, calico: &CalicoInstall) -> Result<()> {
     let mut objects = crate::calico::manifest_flavour_objects(&calico.version, &calico.manifest)
         .map_err(|e| anyhow!("calico.manifest: {e}"))?;
     for o in objects.iter_mut() {
-        if o["kind"] == "ConfigMap" && o.pointer("/metadata/name") == Some(&json!("calico-config"))
-        {
+        if o["kind"] == "ConfigMap" && o.at("/metadata/name") == Some(&json!("calico-config")) {
             for (k, v) in &calico.config {
                 o["data"][k] = json!(v);
             }
         }
-        if o["kind"] == "DaemonSet" && o.pointer("/metadata/name") == Some(&json!("calico-node")) {
+        if o["kind"] == "DaemonSet" && o.at("/metadata/name") == Some(&json!("calico-node")) {
             let env = &mut o["spec"]["template"]["spec"]["containers"][0]["env"];
             let mut set = calico.env.clone();
             set.insert("CALICO_IPV4POOL_CIDR".into(), calico.pool_cidr.clone());
@@ -629,7 +627,7 @@ fn bulk(c: &Cluster, bulk: &BTreeMap<String, usize>) -> Result<()> {
         for i in 0..*count {
             let o = make(i);
             let ns = o
-                .pointer("/metadata/namespace")
+                .at("/metadata/namespace")
                 .and_then(Value::as_str)
                 .map(str::to_string);
             c.create("crd.projectcalico.org/v1", plural, ns.as_deref(), o, &opts)
@@ -649,7 +647,7 @@ pub fn wait_ready(c: &Cluster, timeout: Duration) -> Result<()> {
             .unwrap_or_default()
         {
             let s = |k: &str| {
-                ds.pointer(&format!("/status/{k}"))
+                ds.at(&format!("/status/{k}"))
                     .and_then(Value::as_i64)
                     .unwrap_or(-1)
             };
@@ -658,7 +656,7 @@ pub fn wait_ready(c: &Cluster, timeout: Duration) -> Result<()> {
             {
                 waiting.push(format!(
                     "DaemonSet {}",
-                    ds.pointer("/metadata/name")
+                    ds.at("/metadata/name")
                         .and_then(Value::as_str)
                         .unwrap_or("")
                 ));
@@ -668,20 +666,15 @@ pub fn wait_ready(c: &Cluster, timeout: Duration) -> Result<()> {
             .list("apps/v1", "deployments", None, &Default::default())
             .unwrap_or_default()
         {
-            let want = d
-                .pointer("/spec/replicas")
-                .and_then(Value::as_i64)
-                .unwrap_or(1);
-            if d.pointer("/status/availableReplicas")
+            let want = d.at("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+            if d.at("/status/availableReplicas")
                 .and_then(Value::as_i64)
                 .unwrap_or(0)
                 < want
             {
                 waiting.push(format!(
                     "Deployment {}",
-                    d.pointer("/metadata/name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
+                    d.at("/metadata/name").and_then(Value::as_str).unwrap_or("")
                 ));
             }
         }
@@ -697,7 +690,7 @@ pub fn wait_ready(c: &Cluster, timeout: Duration) -> Result<()> {
             let available = c
                 .get("operator.tigera.io/v1", "tigerastatuses", None, component)
                 .ok()
-                .and_then(|t| t.pointer("/status/conditions").cloned())
+                .and_then(|t| t.at("/status/conditions").cloned())
                 .and_then(|cs| cs.as_array().cloned())
                 .is_some_and(|cs| {
                     cs.iter()

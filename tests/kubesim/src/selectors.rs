@@ -1,5 +1,6 @@
 //! Label and field selectors with the grammar and supported fields of the real server.
 
+use crate::pointer::At;
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -231,7 +232,7 @@ impl LabelSelector {
 
     /// Tests an object's labels.
     pub fn matches(&self, obj: &Value) -> bool {
-        self.matches_labels(obj.pointer("/metadata/labels").and_then(Value::as_object))
+        self.matches_labels(obj.at("/metadata/labels").and_then(Value::as_object))
     }
 }
 

@@ -10,6 +10,7 @@
 //! [`crate::cluster`] decides, inside one lock, so a write, its event and its indexes change
 //! together.
 
+use crate::pointer::At;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -65,7 +66,7 @@ impl StoredObject {
     /// `metadata.uid`.
     pub fn uid(&self) -> &str {
         self.value
-            .pointer("/metadata/uid")
+            .at("/metadata/uid")
             .and_then(Value::as_str)
             .unwrap_or_default()
     }
@@ -402,7 +403,7 @@ impl StoreState {
         new: Option<&Value>,
     ) {
         let owners = |v: Option<&Value>| -> BTreeSet<String> {
-            v.and_then(|v| v.pointer("/metadata/ownerReferences"))
+            v.and_then(|v| v.at("/metadata/ownerReferences"))
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
@@ -427,7 +428,7 @@ impl StoreState {
                 .insert(entry.clone());
         }
         let uid_of = |v: Option<&Value>| {
-            v.and_then(|v| v.pointer("/metadata/uid"))
+            v.and_then(|v| v.at("/metadata/uid"))
                 .and_then(Value::as_str)
                 .map(str::to_string)
         };

@@ -2,6 +2,7 @@
 //! controllers and product code read back (strategies, grace periods, pull policies, service
 //! fields, namespace finalizers, Job selectors).
 
+use crate::pointer::At;
 use serde_json::{Map, Value, json};
 
 use crate::catalog::ResourceType;
@@ -34,7 +35,7 @@ pub fn default_object(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) {
         }
         ("", "namespaces") => {
             let name = obj
-                .pointer("/metadata/name")
+                .at("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
@@ -325,12 +326,12 @@ fn default_service(spec: &mut Map<String, Value>) {
 
 fn default_job(obj: &mut Value, old: Option<&Value>) {
     let uid = obj
-        .pointer("/metadata/uid")
+        .at("/metadata/uid")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
     let name = obj
-        .pointer("/metadata/name")
+        .at("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
@@ -405,8 +406,8 @@ fn qos_class(spec: Option<&Value>) -> &'static str {
     let mut any = false;
     let mut guaranteed = !containers.is_empty();
     for c in containers {
-        let requests = c.pointer("/resources/requests").and_then(Value::as_object);
-        let limits = c.pointer("/resources/limits").and_then(Value::as_object);
+        let requests = c.at("/resources/requests").and_then(Value::as_object);
+        let limits = c.at("/resources/limits").and_then(Value::as_object);
         if requests.is_some_and(|m| !m.is_empty()) || limits.is_some_and(|m| !m.is_empty()) {
             any = true;
         }

@@ -1,6 +1,7 @@
 //! Validation of names, labels and the built-in kinds' required and immutable fields, with
 //! the field paths and wording of the real server, so 422 answers read the same.
 
+use crate::pointer::At;
 use serde_json::{Value, json};
 
 use super::names::{
@@ -51,7 +52,7 @@ pub fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Fiel
 
 fn validate_meta(rt: &ResourceType, obj: &Value, causes: &mut Vec<FieldCause>) {
     let name = obj
-        .pointer("/metadata/name")
+        .at("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
     let field = "metadata.name";
@@ -81,7 +82,7 @@ fn validate_meta(rt: &ResourceType, obj: &Value, causes: &mut Vec<FieldCause>) {
     // The real server caps all annotations together at 256 KiB: why client-side `kubectl
     // apply` of Calico's operator CRDs (last-applied annotation) fails on real clusters.
     let annotation_bytes: usize = obj
-        .pointer("/metadata/annotations")
+        .at("/metadata/annotations")
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
@@ -98,7 +99,7 @@ fn validate_meta(rt: &ResourceType, obj: &Value, causes: &mut Vec<FieldCause>) {
     }
     for (key, what) in [("labels", "label"), ("annotations", "annotation")] {
         let Some(map) = obj
-            .pointer(&format!("/metadata/{key}"))
+            .at(&format!("/metadata/{key}"))
             .and_then(Value::as_object)
         else {
             continue;
@@ -263,12 +264,12 @@ fn validate_service(obj: &Value, old: Option<&Value>, causes: &mut Vec<FieldCaus
         }
     }
     if let Some(old) = old {
-        let old_ip = old.pointer("/spec/clusterIP").and_then(Value::as_str);
-        let new_ip = obj.pointer("/spec/clusterIP").and_then(Value::as_str);
+        let old_ip = old.at("/spec/clusterIP").and_then(Value::as_str);
+        let new_ip = obj.at("/spec/clusterIP").and_then(Value::as_str);
         if old_ip.is_some_and(|o| !o.is_empty()) && new_ip != old_ip && kind != "ExternalName" {
             causes.push(FieldCause::invalid(
                 "spec.clusterIPs[0]",
-                &json!(obj.pointer("/spec/clusterIPs").cloned().unwrap_or_default()),
+                &json!(obj.at("/spec/clusterIPs").cloned().unwrap_or_default()),
                 "may not change once set",
             ));
             causes.push(FieldCause::invalid(
@@ -286,7 +287,7 @@ fn validate_workload(
     old: Option<&Value>,
     causes: &mut Vec<FieldCause>,
 ) {
-    let selector = obj.pointer("/spec/selector");
+    let selector = obj.at("/spec/selector");
     match selector {
         None | Some(Value::Null) => causes.push(FieldCause::required("spec.selector")),
         Some(sel) => {
@@ -309,7 +310,7 @@ fn validate_workload(
                     Err(e) => causes.push(FieldCause::invalid("spec.selector", sel, &e)),
                     Ok(s) => {
                         let labels = obj
-                            .pointer("/spec/template/metadata/labels")
+                            .at("/spec/template/metadata/labels")
                             .and_then(Value::as_object);
                         if !s.matches_labels(labels) {
                             causes.push(FieldCause::invalid(
@@ -324,7 +325,7 @@ fn validate_workload(
         }
     }
     validate_pod_spec(
-        obj.pointer("/spec/template/spec"),
+        obj.at("/spec/template/spec"),
         "spec.template.spec",
         causes,
         false,
@@ -333,7 +334,7 @@ fn validate_workload(
         rt.plural.as_str(),
         "daemonsets" | "deployments" | "replicasets" | "statefulsets"
     ) && let Some(rp) = obj
-        .pointer("/spec/template/spec/restartPolicy")
+        .at("/spec/template/spec/restartPolicy")
         .and_then(Value::as_str)
         && rp != "Always"
     {
@@ -343,7 +344,7 @@ fn validate_workload(
             &["Always"],
         ));
     }
-    if let Some(n) = obj.pointer("/spec/replicas").and_then(Value::as_i64)
+    if let Some(n) = obj.at("/spec/replicas").and_then(Value::as_i64)
         && n < 0
     {
         causes.push(FieldCause::invalid(
@@ -353,11 +354,11 @@ fn validate_workload(
         ));
     }
     if let Some(old) = old
-        && old.pointer("/spec/selector") != obj.pointer("/spec/selector")
+        && old.at("/spec/selector") != obj.at("/spec/selector")
     {
         causes.push(FieldCause::invalid(
             "spec.selector",
-            obj.pointer("/spec/selector").unwrap_or(&Value::Null),
+            obj.at("/spec/selector").unwrap_or(&Value::Null),
             "field is immutable",
         ));
     }
@@ -365,7 +366,7 @@ fn validate_workload(
 
 fn validate_job(obj: &Value, old: Option<&Value>, causes: &mut Vec<FieldCause>) {
     let rp = obj
-        .pointer("/spec/template/spec/restartPolicy")
+        .at("/spec/template/spec/restartPolicy")
         .and_then(Value::as_str);
     match rp {
         Some("Never") | Some("OnFailure") => {}
@@ -377,23 +378,23 @@ fn validate_job(obj: &Value, old: Option<&Value>, causes: &mut Vec<FieldCause>) 
         None => causes.push(FieldCause::required("spec.template.spec.restartPolicy")),
     }
     validate_pod_spec(
-        obj.pointer("/spec/template/spec"),
+        obj.at("/spec/template/spec"),
         "spec.template.spec",
         causes,
         false,
     );
     if let Some(old) = old {
-        if old.pointer("/spec/selector") != obj.pointer("/spec/selector") {
+        if old.at("/spec/selector") != obj.at("/spec/selector") {
             causes.push(FieldCause::invalid(
                 "spec.selector",
-                obj.pointer("/spec/selector").unwrap_or(&Value::Null),
+                obj.at("/spec/selector").unwrap_or(&Value::Null),
                 "field is immutable",
             ));
         }
-        if old.pointer("/spec/template") != obj.pointer("/spec/template") {
+        if old.at("/spec/template") != obj.at("/spec/template") {
             causes.push(FieldCause::invalid(
                 "spec.template",
-                obj.pointer("/spec/template").unwrap_or(&Value::Null),
+                obj.at("/spec/template").unwrap_or(&Value::Null),
                 "field is immutable",
             ));
         }
@@ -401,7 +402,7 @@ fn validate_job(obj: &Value, old: Option<&Value>, causes: &mut Vec<FieldCause>) 
 }
 
 fn validate_crd(obj: &Value, causes: &mut Vec<FieldCause>) {
-    let s = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or_default();
+    let s = |p: &str| obj.at(p).and_then(Value::as_str).unwrap_or_default();
     let (group, plural, kind) = (
         s("/spec/group"),
         s("/spec/names/plural"),
@@ -434,7 +435,7 @@ fn validate_crd(obj: &Value, causes: &mut Vec<FieldCause>) {
         )),
     }
     let versions = obj
-        .pointer("/spec/versions")
+        .at("/spec/versions")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();

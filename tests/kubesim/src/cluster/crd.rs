@@ -3,6 +3,7 @@
 //! are served; a changed CRD re-derives its served type; a deleted CRD takes its objects and
 //! its endpoints with it.
 
+use crate::pointer::At;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -21,7 +22,7 @@ fn crd_gr() -> GroupResource {
 }
 
 fn is_established(crd: &Value) -> bool {
-    crd.pointer("/status/conditions")
+    crd.at("/status/conditions")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -33,8 +34,8 @@ fn is_established(crd: &Value) -> bool {
 
 fn served_gr(crd: &Value) -> Option<GroupResource> {
     Some(GroupResource::new(
-        crd.pointer("/spec/group")?.as_str()?,
-        crd.pointer("/spec/names/plural")?.as_str()?,
+        crd.at("/spec/group")?.as_str()?,
+        crd.at("/spec/names/plural")?.as_str()?,
     ))
 }
 
@@ -103,12 +104,9 @@ impl Cluster {
         }
         let mut crd = current.value.clone();
         let now = clock::now_rfc3339();
-        let mut names = crd
-            .pointer("/spec/names")
-            .cloned()
-            .unwrap_or_else(|| json!({}));
+        let mut names = crd.at("/spec/names").cloned().unwrap_or_else(|| json!({}));
         let stored_versions: Vec<Value> = crd
-            .pointer("/spec/versions")
+            .at("/spec/versions")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -118,7 +116,7 @@ impl Cluster {
         if let Some(m) = names.as_object_mut() {
             m.entry("singular").or_insert_with(|| {
                 Value::String(
-                    crd.pointer("/spec/names/kind")
+                    crd.at("/spec/names/kind")
                         .and_then(Value::as_str)
                         .unwrap_or_default()
                         .to_ascii_lowercase(),

@@ -3,6 +3,7 @@
 //! collection, done synchronously inside the deleting write so tests never wait on a
 //! collector.
 
+use crate::pointer::At;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -23,7 +24,7 @@ fn is_core(rt: &ResourceType, plural: &str) -> bool {
 }
 
 fn grace_of(obj: &Value) -> i64 {
-    obj.pointer("/metadata/deletionGracePeriodSeconds")
+    obj.at("/metadata/deletionGracePeriodSeconds")
         .and_then(Value::as_i64)
         .unwrap_or(0)
 }
@@ -138,16 +139,16 @@ impl Cluster {
         let grace = if is_pod {
             let own = old
                 .value
-                .pointer("/spec/terminationGracePeriodSeconds")
+                .at("/spec/terminationGracePeriodSeconds")
                 .and_then(Value::as_i64)
                 .unwrap_or(30);
             let unscheduled = old
                 .value
-                .pointer("/spec/nodeName")
+                .at("/spec/nodeName")
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .is_empty();
-            let phase = old.value.pointer("/status/phase").and_then(Value::as_str);
+            let phase = old.value.at("/status/phase").and_then(Value::as_str);
             let terminal = matches!(phase, Some("Succeeded") | Some("Failed"));
             if unscheduled || terminal {
                 0
@@ -192,7 +193,7 @@ impl Cluster {
         let ns_finalizers = is_namespace
             && old
                 .value
-                .pointer("/spec/finalizers")
+                .at("/spec/finalizers")
                 .and_then(Value::as_array)
                 .is_some_and(|a| !a.is_empty());
         let waits = !fins.is_empty() || grace > 0 || ns_finalizers;
@@ -259,7 +260,7 @@ impl Cluster {
             && grace_of(obj) == 0
             && !(is_core(rt, "namespaces")
                 && obj
-                    .pointer("/spec/finalizers")
+                    .at("/spec/finalizers")
                     .and_then(Value::as_array)
                     .is_some_and(|a| !a.is_empty()))
     }
@@ -282,7 +283,7 @@ impl Cluster {
         if gr.group.is_empty() && gr.resource == "services" {
             for ip in tomb
                 .value
-                .pointer("/spec/clusterIPs")
+                .at("/spec/clusterIPs")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
@@ -298,7 +299,7 @@ impl Cluster {
         self.delete_dependents(state, &uid, Propagation::Background);
         let owners: Vec<String> = tomb
             .value
-            .pointer("/metadata/ownerReferences")
+            .at("/metadata/ownerReferences")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -320,7 +321,7 @@ impl Cluster {
             };
             let other_owner_alive = dep
                 .value
-                .pointer("/metadata/ownerReferences")
+                .at("/metadata/ownerReferences")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
@@ -366,7 +367,7 @@ impl Cluster {
         let blocked = state.dependents_of(owner_uid).iter().any(|(dg, dk)| {
             state.get(dg, dk).is_some_and(|d| {
                 d.value
-                    .pointer("/metadata/ownerReferences")
+                    .at("/metadata/ownerReferences")
                     .and_then(Value::as_array)
                     .into_iter()
                     .flatten()

@@ -4,6 +4,7 @@
 //! paginated list shows the state at the first page's resourceVersion: the store's history
 //! reconstructs it, and a token older than compacted history gets 410 as on a real server.
 
+use crate::pointer::At;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -193,11 +194,9 @@ impl Cluster {
             for (i, o) in snapshot.into_iter().enumerate() {
                 if wanted(&o) {
                     let key = ObjectKey::new(
+                        o.value.at("/metadata/namespace").and_then(Value::as_str),
                         o.value
-                            .pointer("/metadata/namespace")
-                            .and_then(Value::as_str),
-                        o.value
-                            .pointer("/metadata/name")
+                            .at("/metadata/name")
                             .and_then(Value::as_str)
                             .unwrap_or_default(),
                     );

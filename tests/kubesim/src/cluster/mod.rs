@@ -15,6 +15,7 @@ mod subresources;
 mod subscription;
 mod write;
 
+use crate::pointer::At;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -543,7 +544,7 @@ impl Cluster {
         let stored = self.get_stored(&r, Some(namespace), pod)?;
         let containers: Vec<String> = stored
             .value
-            .pointer("/spec/containers")
+            .at("/spec/containers")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -554,7 +555,7 @@ impl Cluster {
                 let known = containers.iter().any(|x| x == c)
                     || stored
                         .value
-                        .pointer("/spec/initContainers")
+                        .at("/spec/initContainers")
                         .and_then(Value::as_array)
                         .into_iter()
                         .flatten()
@@ -597,7 +598,7 @@ pub fn split_api_version(api_version: &str) -> (&str, &str) {
 
 fn object_name(object: &Value) -> ApiResult<String> {
     object
-        .pointer("/metadata/name")
+        .at("/metadata/name")
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
         .map(str::to_string)

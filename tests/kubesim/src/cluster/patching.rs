@@ -4,6 +4,7 @@
 //! The algorithms themselves (merge, JSON patch, strategic merge, server-side apply and
 //! managedFields) belong to the `patch` module; this file only dispatches to it.
 
+use crate::pointer::At;
 use serde_json::Value;
 
 use super::write::Scope;
@@ -130,12 +131,7 @@ fn parse_apply_body(body: &[u8]) -> ApiResult<Value> {
 
 /// An applied configuration must name the object of the URL and its kind.
 fn check_apply_identity(r: &Resolved, applied: &Value, name: &str) -> ApiResult<()> {
-    let s = |p: &str| {
-        applied
-            .pointer(p)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-    };
+    let s = |p: &str| applied.at(p).and_then(Value::as_str).unwrap_or_default();
     if s("/kind").is_empty() || s("/apiVersion").is_empty() {
         return Err(ApiError::bad_request(
             "apiVersion and kind are required in an applied configuration",

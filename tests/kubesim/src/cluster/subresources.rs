@@ -1,6 +1,7 @@
 //! Subresources with their own semantics: `pods/eviction` (PodDisruptionBudgets decide),
 //! `pods/binding` (the scheduler's way to set `spec.nodeName` once) and `*/scale`.
 
+use crate::pointer::At;
 use serde_json::{Value, json};
 
 use super::write::{Scope, meta_mut, meta_str};
@@ -22,7 +23,7 @@ impl Cluster {
         let pod = state
             .get(&pods.gr(), &key)
             .ok_or_else(|| ApiError::not_found("", "pods", name))?;
-        let phase = pod.value.pointer("/status/phase").and_then(Value::as_str);
+        let phase = pod.value.at("/status/phase").and_then(Value::as_str);
         let ignore_pdb = matches!(
             phase,
             Some("Succeeded") | Some("Failed") | Some("Pending") | None
@@ -35,7 +36,7 @@ impl Cluster {
                     t.range(Some(namespace), None)
                         .filter(|(_, p)| {
                             p.value
-                                .pointer("/spec/selector")
+                                .at("/spec/selector")
                                 .and_then(|s| LabelSelector::from_object(s).ok())
                                 .is_some_and(|s| !s.is_empty() && s.matches(&pod.value))
                         })
@@ -52,28 +53,28 @@ impl Cluster {
                 let pdb_name = pdb_key.name.clone();
                 let generation = pdb
                     .value
-                    .pointer("/metadata/generation")
+                    .at("/metadata/generation")
                     .and_then(Value::as_i64)
                     .unwrap_or(0);
                 let observed = pdb
                     .value
-                    .pointer("/status/observedGeneration")
+                    .at("/status/observedGeneration")
                     .and_then(Value::as_i64)
                     .unwrap_or(0);
                 let allowed = pdb
                     .value
-                    .pointer("/status/disruptionsAllowed")
+                    .at("/status/disruptionsAllowed")
                     .and_then(Value::as_i64)
                     .unwrap_or(0);
                 if observed < generation || allowed <= 0 {
                     let healthy = pdb
                         .value
-                        .pointer("/status/currentHealthy")
+                        .at("/status/currentHealthy")
                         .and_then(Value::as_i64)
                         .unwrap_or(0);
                     let desired = pdb
                         .value
-                        .pointer("/status/desiredHealthy")
+                        .at("/status/desiredHealthy")
                         .and_then(Value::as_i64)
                         .unwrap_or(0);
                     let mut e = ApiError::too_many_requests(10);
@@ -127,7 +128,7 @@ impl Cluster {
             .ok_or_else(|| ApiError::not_found("", "pods", name))?;
         let current = pod
             .value
-            .pointer("/spec/nodeName")
+            .at("/spec/nodeName")
             .and_then(Value::as_str)
             .unwrap_or_default();
         if !current.is_empty() {
@@ -177,7 +178,7 @@ impl Cluster {
         opts: &WriteOptions,
     ) -> ApiResult<(Value, bool)> {
         let replicas = scale
-            .pointer("/spec/replicas")
+            .at("/spec/replicas")
             .and_then(Value::as_i64)
             .ok_or_else(|| {
                 ApiError::invalid(
@@ -205,7 +206,7 @@ impl Cluster {
             .get(&r.gr(), &key)
             .ok_or_else(|| ApiError::not_found(&r.rt.group, &r.rt.plural, name))?;
         if let Some(rv) = scale
-            .pointer("/metadata/resourceVersion")
+            .at("/metadata/resourceVersion")
             .and_then(Value::as_str)
             && !rv.is_empty()
             && rv != old.rv.to_string()
@@ -227,7 +228,7 @@ impl Cluster {
 /// Builds a Scale from a workload object.
 pub fn scale_of(obj: &Value) -> Value {
     let sel = obj
-        .pointer("/spec/selector/matchLabels")
+        .at("/spec/selector/matchLabels")
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
@@ -245,9 +246,9 @@ pub fn scale_of(obj: &Value) -> Value {
             "name": pick("name"), "namespace": pick("namespace"), "uid": pick("uid"),
             "resourceVersion": pick("resourceVersion"), "creationTimestamp": pick("creationTimestamp"),
         },
-        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "spec": {"replicas": obj.at("/spec/replicas").cloned().unwrap_or(json!(0))},
         "status": {
-            "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "replicas": obj.at("/status/replicas").cloned().unwrap_or(json!(0)),
             "selector": sel,
         },
     })

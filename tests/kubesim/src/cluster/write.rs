@@ -2,6 +2,7 @@
 //! generation rules, defaulting and validation, no-op detection, managedFields, and the
 //! finalization an update can trigger.
 
+use crate::pointer::At;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -49,7 +50,7 @@ pub(crate) fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
 }
 
 pub(crate) fn finalizers(obj: &Value) -> Vec<String> {
-    obj.pointer("/metadata/finalizers")
+    obj.at("/metadata/finalizers")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -502,7 +503,7 @@ impl Cluster {
                         }
                     }
                 }
-                if let Some(mf) = new.pointer("/metadata/managedFields") {
+                if let Some(mf) = new.at("/metadata/managedFields") {
                     meta_mut(&mut merged).insert("managedFields".into(), mf.clone());
                 }
                 merged
@@ -510,7 +511,7 @@ impl Cluster {
             Scope::Finalize => {
                 let mut merged = old_v.clone();
                 let f = new
-                    .pointer("/spec/finalizers")
+                    .at("/spec/finalizers")
                     .cloned()
                     .unwrap_or(Value::Array(Vec::new()));
                 if !merged.get("spec").is_some_and(Value::is_object) {
@@ -526,7 +527,7 @@ impl Cluster {
             && r.rt.plural == "namespaces"
         {
             // Namespace spec.finalizers change only through namespaces/finalize.
-            match old_v.pointer("/spec/finalizers") {
+            match old_v.at("/spec/finalizers") {
                 Some(f) => {
                     if !new.get("spec").is_some_and(Value::is_object) {
                         new["spec"] = Value::Object(Map::new());
@@ -609,7 +610,7 @@ impl Cluster {
             let with_status = !r.rt.has_status_subresource();
             if spec_changed(old_v, &new, with_status) {
                 let gen_ = old_v
-                    .pointer("/metadata/generation")
+                    .at("/metadata/generation")
                     .and_then(Value::as_i64)
                     .unwrap_or(0);
                 meta_mut(&mut new).insert("generation".into(), Value::from(gen_ + 1));
@@ -694,7 +695,7 @@ impl Cluster {
             return Ok(None);
         }
         let kind = obj
-            .pointer("/spec/type")
+            .at("/spec/type")
             .and_then(Value::as_str)
             .unwrap_or("ClusterIP")
             .to_string();
@@ -702,7 +703,7 @@ impl Cluster {
             return Ok(None);
         }
         let requested = obj
-            .pointer("/spec/clusterIP")
+            .at("/spec/clusterIP")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
@@ -759,10 +760,10 @@ impl Cluster {
             return;
         }
         for f in ["clusterIP", "clusterIPs"] {
-            let missing = new.pointer(&format!("/spec/{f}")).is_none_or(|v| {
+            let missing = new.at(&format!("/spec/{f}")).is_none_or(|v| {
                 v.is_null() || v.as_str() == Some("") || v.as_array().is_some_and(Vec::is_empty)
             });
-            if missing && let Some(v) = old.pointer(&format!("/spec/{f}")) {
+            if missing && let Some(v) = old.at(&format!("/spec/{f}")) {
                 new["spec"][f] = v.clone();
             }
         }
@@ -790,12 +791,12 @@ fn daemonset_template_generation(r: &Resolved, old: Option<&Value>, new: &mut Va
         None => 1,
         Some(old) => {
             let before: i64 = old
-                .pointer("/metadata/annotations")
+                .at("/metadata/annotations")
                 .and_then(|a| a.get(KEY))
                 .and_then(Value::as_str)
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1);
-            if old.pointer("/spec/template") != new.pointer("/spec/template") {
+            if old.at("/spec/template") != new.at("/spec/template") {
                 before + 1
             } else {
                 before

@@ -3,6 +3,7 @@
 //! `calico_nettest` probe answers its targets from the network model, run-to-completion
 //! containers of Jobs exit 0, everything else runs until deleted. Faults override all of it.
 
+use crate::pointer::At;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -92,11 +93,11 @@ fn is_probe(container: &Value) -> bool {
 /// The ConfigMap mounted at the probe directory, read from the cluster.
 fn probe_targets(cluster: &Cluster, pod: &Value) -> Result<String, String> {
     let ns = pod
-        .pointer("/metadata/namespace")
+        .at("/metadata/namespace")
         .and_then(Value::as_str)
         .unwrap_or("default");
     let containers = pod
-        .pointer("/spec/containers")
+        .at("/spec/containers")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
@@ -112,18 +113,18 @@ fn probe_targets(cluster: &Cluster, pod: &Value) -> Result<String, String> {
         .and_then(|m| m.get("name").and_then(Value::as_str).map(str::to_string))
         .ok_or("no volume mounted at /etc/calico-nettest")?;
     let cm = pod
-        .pointer("/spec/volumes")
+        .at("/spec/volumes")
         .and_then(Value::as_array)
         .and_then(|vs| {
             vs.iter()
                 .find(|v| v.get("name").and_then(Value::as_str) == Some(volume.as_str()))
         })
-        .and_then(|v| v.pointer("/configMap/name").and_then(Value::as_str))
+        .and_then(|v| v.at("/configMap/name").and_then(Value::as_str))
         .ok_or("the probe volume is not a ConfigMap")?;
     let obj = cluster
         .get("v1", "configmaps", Some(ns), cm)
         .map_err(|e| e.to_string())?;
-    obj.pointer("/data/targets")
+    obj.at("/data/targets")
         .and_then(Value::as_str)
         .map(str::to_string)
         .ok_or_else(|| format!("ConfigMap {ns}/{cm} has no targets key"))
@@ -175,11 +176,11 @@ fn probe(cluster: &Cluster, pod: &Value, node: &str) -> Run {
     let view = ClusterView::build(&snapshot.objects(), ViewOptions::default(), &Agnhost);
     let faults = cluster.sim().faults().network;
     let ns = pod
-        .pointer("/metadata/namespace")
+        .at("/metadata/namespace")
         .and_then(Value::as_str)
         .unwrap_or("default");
     let name = pod
-        .pointer("/metadata/name")
+        .at("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("");
     let source = Source::Pod {

@@ -18,6 +18,7 @@ pub mod behaviour;
 pub mod pod;
 pub mod scheduler;
 
+use crate::pointer::At;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -77,7 +78,7 @@ impl Node {
             *guard = Some(ipam);
         }
         let name = node
-            .pointer("/metadata/name")
+            .at("/metadata/name")
             .and_then(Value::as_str)
             .unwrap_or("");
         let labels = crate::network::labels_of(node);
@@ -99,10 +100,10 @@ impl Node {
 fn key(pod: &Value) -> String {
     format!(
         "{}/{}",
-        pod.pointer("/metadata/namespace")
+        pod.at("/metadata/namespace")
             .and_then(Value::as_str)
             .unwrap_or(""),
-        pod.pointer("/metadata/uid")
+        pod.at("/metadata/uid")
             .and_then(Value::as_str)
             .unwrap_or("")
     )
@@ -128,8 +129,8 @@ pub async fn kubelets(cluster: Cluster, mut shutdown: Shutdown) {
                     Some(Ok(ev)) => {
                         if ev.event_type == EventType::Deleted {
                             let v = &ev.object.value;
-                            let ns = v.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
-                            let name = v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+                            let ns = v.at("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
+                            let name = v.at("/metadata/name").and_then(Value::as_str).unwrap_or("");
                             state.release(&format!("{ns}/{name}"));
                             continue;
                         }
@@ -145,11 +146,11 @@ pub async fn kubelets(cluster: Cluster, mut shutdown: Shutdown) {
 
 fn start_pod(cluster: &Cluster, state: &Arc<Node>, pod: &Value, shutdown: &Shutdown) {
     let bound = pod
-        .pointer("/spec/nodeName")
+        .at("/spec/nodeName")
         .and_then(Value::as_str)
         .is_some_and(|n| !n.is_empty());
     let phase = pod
-        .pointer("/status/phase")
+        .at("/status/phase")
         .and_then(Value::as_str)
         .unwrap_or("Pending");
     if !bound || phase == "Succeeded" || phase == "Failed" {
@@ -208,7 +209,7 @@ pub async fn nodes(cluster: Cluster, mut shutdown: Shutdown) {
             .unwrap_or_default()
         {
             let name = node
-                .pointer("/metadata/name")
+                .at("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
@@ -237,7 +238,7 @@ pub async fn nodes(cluster: Cluster, mut shutdown: Shutdown) {
 const NODE_STATUS_UPDATE: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn ready_status(node: &Value) -> &str {
-    node.pointer("/status/conditions")
+    node.at("/status/conditions")
         .and_then(Value::as_array)
         .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
         .and_then(|c| c["status"].as_str())
@@ -249,7 +250,7 @@ fn is_ready(node: &Value) -> bool {
 }
 
 fn is_unreachable(node: &Value) -> bool {
-    node.pointer("/spec/taints")
+    node.at("/spec/taints")
         .and_then(Value::as_array)
         .is_some_and(|t| t.iter().any(|t| t["key"] == UNREACHABLE))
 }
@@ -319,14 +320,14 @@ fn heartbeat(cluster: &Cluster, node: &Value, name: &str, down: bool, server_ver
     // annotation), else the one it already reports (an API server upgrade does not move the
     // kubelets), else, on a node that never reported, the server's.
     let kubelet_version = node
-        .pointer("/metadata/annotations/kubesim.k8s-calico.io~1kubelet-version")
-        .or_else(|| node.pointer("/status/nodeInfo/kubeletVersion"))
+        .at("/metadata/annotations/kubesim.k8s-calico.io~1kubelet-version")
+        .or_else(|| node.at("/status/nodeInfo/kubeletVersion"))
         .and_then(Value::as_str)
         .filter(|v| !v.is_empty())
         .unwrap_or(server_version)
         .to_string();
     let arch = node
-        .pointer("/metadata/labels/kubernetes.io~1arch")
+        .at("/metadata/labels/kubernetes.io~1arch")
         .and_then(Value::as_str)
         .unwrap_or("amd64")
         .to_string();
@@ -375,7 +376,7 @@ fn heartbeat(cluster: &Cluster, node: &Value, name: &str, down: bool, server_ver
     };
     report(&mut posted);
     let last_report = node
-        .pointer("/status/conditions")
+        .at("/status/conditions")
         .and_then(Value::as_array)
         .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
         .and_then(|c| c["lastHeartbeatTime"].as_str())
@@ -430,7 +431,7 @@ fn renew_lease(cluster: &Cluster, node: &Value, name: &str) {
                 "apiVersion": lease, "kind": "Lease",
                 "metadata": {"name": name, "namespace": "kube-node-lease",
                     "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name,
-                        "uid": node.pointer("/metadata/uid").cloned().unwrap_or(Value::Null)}]},
+                        "uid": node.at("/metadata/uid").cloned().unwrap_or(Value::Null)}]},
                 "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now},
             }),
             &opts,

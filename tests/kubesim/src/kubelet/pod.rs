@@ -6,6 +6,7 @@
 //! The pod advances on a short tick; its status is written only when it changes, so a steady
 //! pod costs nothing but a read.
 
+use crate::pointer::At;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -107,22 +108,22 @@ fn back_off(restarts: u32, timing: &crate::sim::Timing) -> Duration {
 /// Runs `pod` until it is deleted or has finished.
 pub async fn run(cluster: Cluster, node_state: Arc<Node>, pod: Value, mut shutdown: Shutdown) {
     let ns = pod
-        .pointer("/metadata/namespace")
+        .at("/metadata/namespace")
         .and_then(Value::as_str)
         .unwrap_or("default")
         .to_string();
     let name = pod
-        .pointer("/metadata/name")
+        .at("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
     let uid = pod
-        .pointer("/metadata/uid")
+        .at("/metadata/uid")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
     let node_name = pod
-        .pointer("/spec/nodeName")
+        .at("/spec/nodeName")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
@@ -132,22 +133,22 @@ pub async fn run(cluster: Cluster, node_state: Arc<Node>, pod: Value, mut shutdo
     let host_ip = crate::network::node_internal_ip(&node)
         .map(|ip| ip.to_string())
         .unwrap_or_default();
-    let host_network = pod.pointer("/spec/hostNetwork").and_then(Value::as_bool) == Some(true);
+    let host_network = pod.at("/spec/hostNetwork").and_then(Value::as_bool) == Some(true);
     let restart_policy = pod
-        .pointer("/spec/restartPolicy")
+        .at("/spec/restartPolicy")
         .and_then(Value::as_str)
         .unwrap_or("Always")
         .to_string();
     let handle = format!("{ns}/{name}");
     let opts = WriteOptions::manager(KUBELET);
     let start_time = pod
-        .pointer("/status/startTime")
+        .at("/status/startTime")
         .and_then(Value::as_str)
         .map(str::to_string)
         .unwrap_or_else(crate::clock::now_rfc3339);
 
     let spec_list = |k: &str, init: bool| -> Vec<Container> {
-        pod.pointer(&format!("/spec/{k}"))
+        pod.at(&format!("/spec/{k}"))
             .and_then(Value::as_array)
             .map(|a| a.iter().map(|c| Container::new(c, init)).collect())
             .unwrap_or_default()
@@ -173,15 +174,15 @@ pub async fn run(cluster: Cluster, node_state: Arc<Node>, pod: Value, mut shutdo
             .resolve("v1", "pods")
             .and_then(|r| cluster.get_stored(&r, Some(&ns), &name))
         {
-            Ok(p) if p.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid.as_str()) => p,
+            Ok(p) if p.at("/metadata/uid").and_then(Value::as_str) == Some(uid.as_str()) => p,
             _ => {
                 node_state.release(&handle);
                 return;
             }
         };
-        if current.pointer("/metadata/deletionTimestamp").is_some() {
+        if current.at("/metadata/deletionTimestamp").is_some() {
             let grace = current
-                .pointer("/metadata/deletionGracePeriodSeconds")
+                .at("/metadata/deletionGracePeriodSeconds")
                 .and_then(Value::as_i64)
                 .unwrap_or(30)
                 .max(0);
@@ -533,7 +534,7 @@ fn render(
         "Pending"
     };
     let old = current
-        .pointer("/status/conditions")
+        .at("/status/conditions")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();

@@ -2,6 +2,7 @@
 //! or marks it `PodScheduled=False` (`Unschedulable`) with the reasons per node, as
 //! kube-scheduler's message gives them.
 
+use crate::pointer::At;
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Value, json};
@@ -53,8 +54,8 @@ fn schedule_pending(cluster: &Cluster) {
         .unwrap_or_default()
         .into_iter()
         .filter(|p| {
-            p.pointer("/metadata/deletionTimestamp").is_none()
-                && p.pointer("/status/phase")
+            p.at("/metadata/deletionTimestamp").is_none()
+                && p.at("/status/phase")
                     .and_then(Value::as_str)
                     .unwrap_or("Pending")
                     == "Pending"
@@ -74,11 +75,11 @@ fn schedule_pending(cluster: &Cluster) {
     let mut load: Option<HashMap<String, usize>> = None;
     for pod in &pending {
         let ns = pod
-            .pointer("/metadata/namespace")
+            .at("/metadata/namespace")
             .and_then(Value::as_str)
             .unwrap_or("default");
         let name = pod
-            .pointer("/metadata/name")
+            .at("/metadata/name")
             .and_then(Value::as_str)
             .unwrap_or("");
         // kube-scheduler's NodeAffinity PreFilter: a pod pinned by `metadata.name` (every
@@ -127,7 +128,7 @@ fn schedule_pending(cluster: &Cluster) {
                     }
                 );
                 let already = pod
-                    .pointer("/status/conditions")
+                    .at("/status/conditions")
                     .and_then(Value::as_array)
                     .is_some_and(|c| {
                         c.iter()
@@ -164,7 +165,7 @@ fn pods_per_node(cluster: &Cluster) -> HashMap<String, usize> {
 /// `metadata.name` with `In` (as the DaemonSet controller's pin does); `None` otherwise.
 fn pinned_nodes(pod: &Value) -> Option<Vec<String>> {
     let terms = pod
-        .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+        .at("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
         .and_then(Value::as_array)
         .filter(|t| !t.is_empty())?;
     let mut names = Vec::new();
@@ -188,7 +189,7 @@ fn pinned_nodes(pod: &Value) -> Option<Vec<String>> {
 }
 
 fn labels(v: &Value) -> BTreeMap<String, String> {
-    v.pointer("/metadata/labels")
+    v.at("/metadata/labels")
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
@@ -202,10 +203,10 @@ fn labels(v: &Value) -> BTreeMap<String, String> {
 pub fn fits(pod: &Value, node: &Value) -> Result<(), String> {
     let node_labels = labels(node);
     let node_name = node
-        .pointer("/metadata/name")
+        .at("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("");
-    if let Some(sel) = pod.pointer("/spec/nodeSelector").and_then(Value::as_object)
+    if let Some(sel) = pod.at("/spec/nodeSelector").and_then(Value::as_object)
         && !sel
             .iter()
             .all(|(k, v)| node_labels.get(k).map(String::as_str) == v.as_str())
@@ -213,7 +214,7 @@ pub fn fits(pod: &Value, node: &Value) -> Result<(), String> {
         return Err("node(s) didn't match Pod's node affinity/selector".into());
     }
     if let Some(terms) = pod
-        .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+        .at("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
         .and_then(Value::as_array)
         && !terms.is_empty()
         && !terms.iter().any(|t| term_matches(t, &node_labels, node_name))
@@ -221,16 +222,16 @@ pub fn fits(pod: &Value, node: &Value) -> Result<(), String> {
         return Err("node(s) didn't match Pod's node affinity/selector".into());
     }
     let tolerations = pod
-        .pointer("/spec/tolerations")
+        .at("/spec/tolerations")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
     let mut taints = node
-        .pointer("/spec/taints")
+        .at("/spec/taints")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    if node.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+    if node.at("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
         taints.push(json!({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}));
     }
     for t in &taints {

@@ -16,6 +16,7 @@
 //! takes the lowest unclaimed one, so runs are reproducible. Pools are tried in the order given.
 //! IPv6 pools are skipped with a reason. Tunnel addresses (tunl0/vxlan) are not allocated.
 
+use crate::pointer::At;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -168,7 +169,7 @@ pub fn pools_from_objects<'a>(
         match obj.get("kind").and_then(Value::as_str) {
             Some("IPPool") => {
                 let name = obj
-                    .pointer("/metadata/name")
+                    .at("/metadata/name")
                     .and_then(Value::as_str)
                     .unwrap_or("");
                 add(pool_from_spec(
@@ -178,7 +179,7 @@ pub fn pools_from_objects<'a>(
             }
             Some("Installation") => {
                 let list = obj
-                    .pointer("/spec/calicoNetwork/ipPools")
+                    .at("/spec/calicoNetwork/ipPools")
                     .and_then(Value::as_array);
                 for (i, spec) in list.into_iter().flatten().enumerate() {
                     let default_name = format!("installation-pool-{i}");
@@ -538,29 +539,29 @@ impl Ipam {
         // (address, 0 for running pods so they win a duplicate address, handle, node)
         let mut todo: Vec<(Ipv4Addr, u8, String, String)> = Vec::new();
         for pod in pods {
-            if pod.pointer("/spec/hostNetwork").and_then(Value::as_bool) == Some(true) {
+            if pod.at("/spec/hostNetwork").and_then(Value::as_bool) == Some(true) {
                 continue;
             }
             let phase = pod
-                .pointer("/status/phase")
+                .at("/status/phase")
                 .and_then(Value::as_str)
                 .unwrap_or("");
             if phase == "Succeeded" || phase == "Failed" {
                 continue;
             }
             let ns = pod
-                .pointer("/metadata/namespace")
+                .at("/metadata/namespace")
                 .and_then(Value::as_str)
                 .unwrap_or("default");
             let name = pod
-                .pointer("/metadata/name")
+                .at("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or("");
             let handle = format!("{ns}/{name}");
-            let Some(ip) = pod.pointer("/status/podIP").and_then(Value::as_str) else {
+            let Some(ip) = pod.at("/status/podIP").and_then(Value::as_str) else {
                 continue;
             };
-            let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str) else {
+            let Some(node) = pod.at("/spec/nodeName").and_then(Value::as_str) else {
                 notes.push(format!(
                     "{handle}: has podIP {ip} but no spec.nodeName; not restored"
                 ));
@@ -634,8 +635,8 @@ impl Ipam {
                 let attr = usize::try_from(ai).ok().and_then(|i| attrs.get(i));
                 let handle = attr
                     .and_then(|at| {
-                        let ns = at.pointer("/secondary/namespace").and_then(Value::as_str)?;
-                        let pod = at.pointer("/secondary/pod").and_then(Value::as_str)?;
+                        let ns = at.at("/secondary/namespace").and_then(Value::as_str)?;
+                        let pod = at.at("/secondary/pod").and_then(Value::as_str)?;
                         Some(format!("{ns}/{pod}"))
                     })
                     .or_else(|| {

@@ -4,6 +4,7 @@
 //! `matchExpressions` are ANDed; an empty selector matches everything; operators are `In`,
 //! `NotIn`, `Exists`, `DoesNotExist`; `NotIn` and `DoesNotExist` match objects without the key.
 
+use crate::pointer::At;
 use std::collections::BTreeMap;
 
 use serde_json::Value;
@@ -14,7 +15,7 @@ pub type Labels = BTreeMap<String, String>;
 /// The labels in `metadata.labels` of a Kubernetes object (non-string values are skipped,
 /// since the API server would have rejected them).
 pub fn labels_of(obj: &Value) -> Labels {
-    string_map(obj.pointer("/metadata/labels"))
+    string_map(obj.at("/metadata/labels"))
 }
 
 /// A JSON object of strings as a map; anything else is empty.

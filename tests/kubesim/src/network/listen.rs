@@ -6,6 +6,7 @@
 //! [`Agnhost`] (reads `agnhost serve-hostname` and `agnhost netexec` command lines the way the
 //! real binary parses them, including its start-up failures).
 
+use crate::pointer::At;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -180,17 +181,17 @@ impl Behaviours for Agnhost {
 /// host name (lower-cased, or `--hostname-override`), else the `Hostname` address, else the
 /// node name. The node name itself may differ, e.g. a cloud provider's DNS name.
 pub fn node_hostname(node: &Value) -> String {
-    node.pointer("/metadata/labels/kubernetes.io~1hostname")
+    node.at("/metadata/labels/kubernetes.io~1hostname")
         .and_then(Value::as_str)
         .filter(|h| !h.is_empty())
         .or_else(|| {
-            node.pointer("/status/addresses")
+            node.at("/status/addresses")
                 .and_then(Value::as_array)?
                 .iter()
                 .find(|a| a.get("type").and_then(Value::as_str) == Some("Hostname"))
                 .and_then(|a| a.get("address").and_then(Value::as_str))
         })
-        .or_else(|| node.pointer("/metadata/name").and_then(Value::as_str))
+        .or_else(|| node.at("/metadata/name").and_then(Value::as_str))
         .unwrap_or("")
         .to_string()
 }
@@ -198,16 +199,16 @@ pub fn node_hostname(node: &Value) -> String {
 /// A pod's host name. Host-network pods see their node's host name: without the node object
 /// at hand, the node name stands in for it ([`node_hostname`] with the node is exact).
 pub fn pod_hostname(pod: &Value) -> String {
-    if pod.pointer("/spec/hostNetwork").and_then(Value::as_bool) == Some(true)
-        && let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str)
+    if pod.at("/spec/hostNetwork").and_then(Value::as_bool) == Some(true)
+        && let Some(node) = pod.at("/spec/nodeName").and_then(Value::as_str)
     {
         return node.to_string();
     }
     let name = pod
-        .pointer("/spec/hostname")
+        .at("/spec/hostname")
         .and_then(Value::as_str)
         .filter(|h| !h.is_empty())
-        .or_else(|| pod.pointer("/metadata/name").and_then(Value::as_str))
+        .or_else(|| pod.at("/metadata/name").and_then(Value::as_str))
         .unwrap_or("");
     name.chars()
         .take(63)

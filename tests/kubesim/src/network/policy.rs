@@ -26,6 +26,7 @@
 //! Calico applies `ipBlock` to every address, pod addresses included (it compiles ipBlock to a
 //! CIDR match), so an ipBlock covering the pod CIDR admits pods here too.
 
+use crate::pointer::At;
 use std::net::Ipv4Addr;
 
 use serde_json::Value;
@@ -110,12 +111,12 @@ impl Policy {
     /// returned as warnings and make the affected part match nothing.
     pub fn compile(obj: &Value, warnings: &mut Vec<String>) -> Policy {
         let ns = obj
-            .pointer("/metadata/namespace")
+            .at("/metadata/namespace")
             .and_then(Value::as_str)
             .unwrap_or("default")
             .to_string();
         let name = obj
-            .pointer("/metadata/name")
+            .at("/metadata/name")
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();

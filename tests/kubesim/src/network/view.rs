@@ -1,6 +1,7 @@
 //! The cluster as the data plane sees it, built once from Kubernetes objects and indexed so that
 //! each connection is answered with a handful of hash look-ups.
 
+use crate::pointer::At;
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
@@ -249,7 +250,7 @@ pub struct ClusterView {
 const NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 fn str_at<'v>(v: &'v Value, ptr: &str) -> Option<&'v str> {
-    v.pointer(ptr).and_then(Value::as_str)
+    v.at(ptr).and_then(Value::as_str)
 }
 
 fn ipv4(s: Option<&str>) -> Option<Ipv4Addr> {
@@ -259,9 +260,7 @@ fn ipv4(s: Option<&str>) -> Option<Ipv4Addr> {
 /// A node's address as kube-proxy and Calico use it: the first IPv4 `InternalIP` in
 /// `status.addresses`, else the first IPv4 address of any type.
 pub fn node_internal_ip(node: &Value) -> Option<Ipv4Addr> {
-    let addrs = node
-        .pointer("/status/addresses")
-        .and_then(Value::as_array)?;
+    let addrs = node.at("/status/addresses").and_then(Value::as_array)?;
     let typed = |t: Option<&str>| {
         addrs.iter().find_map(|a| {
             let ok = t.is_none_or(|t| a.get("type").and_then(Value::as_str) == Some(t));
@@ -276,9 +275,7 @@ pub fn node_internal_ip(node: &Value) -> Option<Ipv4Addr> {
 }
 
 fn condition_true(obj: &Value, kind: &str) -> Option<bool> {
-    let conds = obj
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)?;
+    let conds = obj.at("/status/conditions").and_then(Value::as_array)?;
     conds
         .iter()
         .find(|c| c.get("type").and_then(Value::as_str) == Some(kind))
@@ -536,13 +533,12 @@ impl ClusterView {
                     .push(format!("pod {ns}/{name} listed twice; the first is used"));
                 continue;
             }
-            let host_network =
-                pod.pointer("/spec/hostNetwork").and_then(Value::as_bool) == Some(true);
+            let host_network = pod.at("/spec/hostNetwork").and_then(Value::as_bool) == Some(true);
             let ip = if host_network {
                 self.nodes[node].ip
             } else {
                 ipv4(str_at(pod, "/status/podIP")).or_else(|| {
-                    let ips = pod.pointer("/status/podIPs").and_then(Value::as_array)?;
+                    let ips = pod.at("/status/podIPs").and_then(Value::as_array)?;
                     ips.iter()
                         .find_map(|i| ipv4(i.get("ip").and_then(Value::as_str)))
                 })
@@ -556,18 +552,18 @@ impl ClusterView {
                 pod_hostname(pod)
             };
             let running = |cname: &str| match pod
-                .pointer("/status/containerStatuses")
+                .at("/status/containerStatuses")
                 .and_then(Value::as_array)
             {
                 Some(st) => st
                     .iter()
                     .find(|s| s.get("name").and_then(Value::as_str) == Some(cname))
-                    .is_some_and(|s| s.pointer("/state/running").is_some()),
+                    .is_some_and(|s| s.at("/state/running").is_some()),
                 None => phase == "Running",
             };
             let mut listeners = Vec::new();
             let mut named_ports = Vec::new();
-            let containers = pod.pointer("/spec/containers").and_then(Value::as_array);
+            let containers = pod.at("/spec/containers").and_then(Value::as_array);
             for c in containers.into_iter().flatten() {
                 for p in c
                     .get("ports")
@@ -596,7 +592,7 @@ impl ClusterView {
             }
             let ready = condition_true(pod, "Ready").unwrap_or(false);
             let terminating = pod
-                .pointer("/metadata/deletionTimestamp")
+                .at("/metadata/deletionTimestamp")
                 .is_some_and(|t| !t.is_null());
             let dns_policy = str_at(pod, "/spec/dnsPolicy").unwrap_or("ClusterFirst");
             // From "DNS for Services and Pods": hostNetwork pods with ClusterFirst fall back to
@@ -604,7 +600,7 @@ impl ClusterView {
             let dns = match dns_policy {
                 "Default" => PodDns::Node,
                 "None" => PodDns::Custom(
-                    pod.pointer("/spec/dnsConfig/nameservers")
+                    pod.at("/spec/dnsConfig/nameservers")
                         .and_then(Value::as_array)
                         .into_iter()
                         .flatten()
@@ -1009,7 +1005,7 @@ impl ClusterView {
                 .flatten()
             {
                 // `ready` nil means ready (discovery/v1 EndpointConditions).
-                if ep.pointer("/conditions/ready").and_then(Value::as_bool) == Some(false) {
+                if ep.at("/conditions/ready").and_then(Value::as_bool) == Some(false) {
                     continue;
                 }
                 let Some(ip) = ep

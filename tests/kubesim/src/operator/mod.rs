@@ -29,6 +29,7 @@
 pub mod render;
 pub mod status;
 
+use crate::pointer::At;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -136,7 +137,7 @@ impl Operator {
         if self.leader.as_deref() != Some(uid.as_str()) {
             // A new process: its embedded release, fresh status managers.
             let image = leader
-                .pointer("/spec/containers")
+                .at("/spec/containers")
                 .and_then(Value::as_array)
                 .and_then(|cs| {
                     cs.iter()
@@ -172,7 +173,7 @@ impl Operator {
                 return;
             }
         };
-        let generation = inst.pointer("/metadata/generation").and_then(Value::as_i64);
+        let generation = inst.at("/metadata/generation").and_then(Value::as_i64);
         self.manager("calico").on_cr_found(generation);
         let spec = render::fill_defaults(&inst["spec"], pod_subnet(c).as_deref());
         let inst = if spec != inst["spec"] {
@@ -208,7 +209,7 @@ impl Operator {
             .list("v1", "nodes", None, &Default::default())
             .unwrap_or_default()
             .iter()
-            .filter(|n| n.pointer("/spec/unschedulable") != Some(&json!(true)))
+            .filter(|n| n.at("/spec/unschedulable") != Some(&json!(true)))
             .count();
         for obj in render::calico_objects(&inst, calico, nodes) {
             if let Err(e) = ensure(c, &obj) {
@@ -239,7 +240,7 @@ impl Operator {
             "calico-node"
         };
         for p in inst
-            .pointer("/spec/calicoNetwork/ipPools")
+            .at("/spec/calicoNetwork/ipPools")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -289,7 +290,7 @@ impl Operator {
             let mut conds: Vec<Value> =
                 status["conditions"].as_array().cloned().unwrap_or_default();
             for tc in ts
-                .pointer("/status/conditions")
+                .at("/status/conditions")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
@@ -342,14 +343,14 @@ impl Operator {
                 return;
             }
         };
-        let generation = api.pointer("/metadata/generation").and_then(Value::as_i64);
+        let generation = api.at("/metadata/generation").and_then(Value::as_i64);
         self.manager("apiserver").on_cr_found(generation);
         let Ok(inst) = c.get("operator.tigera.io/v1", "installations", None, "default") else {
             self.manager("apiserver")
                 .set_degraded("ResourceNotFound", "Installation not found");
             return;
         };
-        if inst.pointer("/status/computed").is_none() {
+        if inst.at("/status/computed").is_none() {
             self.manager("apiserver")
                 .set_degraded("ResourceNotReady", "Waiting for Installation to be ready");
             return;
@@ -407,7 +408,7 @@ fn pod_subnet(c: &Cluster) -> Option<String> {
 fn ensure(c: &Cluster, obj: &Value) -> Result<(), String> {
     let api = obj["apiVersion"].as_str().unwrap_or("v1");
     let kind = obj["kind"].as_str().unwrap_or("");
-    let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str);
+    let ns = obj.at("/metadata/namespace").and_then(Value::as_str);
     let name = s(obj, "/metadata/name");
     let opts = WriteOptions::manager(MANAGER);
     let describe = |e: crate::ApiError| format!("{kind} {name}: {}", e.message);

@@ -20,6 +20,7 @@
 //! - conditions keep their `lastTransitionTime` unless their status changes; cleared
 //!   conditions read `NotAvailable` / `Not Available`.
 
+use crate::pointer::At;
 use serde_json::{Value, json};
 
 use crate::cluster::{Cluster, WriteOptions};
@@ -280,7 +281,7 @@ impl StatusManager {
             .ok();
         let mut current: Vec<Value> = existing
             .as_ref()
-            .and_then(|t| t.pointer("/status/conditions"))
+            .and_then(|t| t.at("/status/conditions"))
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
@@ -352,7 +353,7 @@ fn cleared(type_: &str) -> Value {
 /// `podsFailing`: the first failing pod among those the object's selector matches.
 fn pods_failing(c: &Cluster, owner: &Value) -> Option<String> {
     let ns = s(owner, "/metadata/namespace");
-    let labels = owner.pointer("/spec/selector/matchLabels")?.as_object()?;
+    let labels = owner.at("/spec/selector/matchLabels")?.as_object()?;
     let selector = labels
         .iter()
         .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
@@ -376,7 +377,7 @@ fn pods_failing(c: &Cluster, owner: &Value) -> Option<String> {
         }
         for key in ["initContainerStatuses", "containerStatuses"] {
             for cs in p
-                .pointer(&format!("/status/{key}"))
+                .at(&format!("/status/{key}"))
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()

@@ -1,5 +1,6 @@
 //! Server-side apply and managedFields bookkeeping, as kube-apiserver's field manager does it.
 
+use crate::pointer::At;
 use serde_json::{Map, Value, json};
 
 use super::PatchError;
@@ -131,7 +132,7 @@ impl ManagedFieldsEntry {
 
 /// Reads `metadata.managedFields`, skipping entries that do not parse.
 pub(crate) fn read_entries(obj: &Value) -> Vec<ManagedFieldsEntry> {
-    obj.pointer("/metadata/managedFields")
+    obj.at("/metadata/managedFields")
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(ManagedFieldsEntry::from_json).collect())
         .unwrap_or_default()
@@ -360,7 +361,7 @@ impl<'s> FieldManager<'s> {
             ));
         }
         if config
-            .pointer("/metadata/managedFields")
+            .at("/metadata/managedFields")
             .is_some_and(|v| !v.is_null())
         {
             return Err(PatchError::BadRequest(
@@ -496,10 +497,8 @@ impl<'s> FieldManager<'s> {
         let live_obj = live.map_or_else(|| Value::Object(Map::new()), without_managed_fields);
         let mut new_obj = without_managed_fields(new);
 
-        let live_mf = live.and_then(|l| l.pointer("/metadata/managedFields"));
-        let sent_mf = new
-            .pointer("/metadata/managedFields")
-            .filter(|v| !v.is_null());
+        let live_mf = live.and_then(|l| l.at("/metadata/managedFields"));
+        let sent_mf = new.at("/metadata/managedFields").filter(|v| !v.is_null());
         let mut entries = match (sub, sent_mf) {
             (None, Some(sent)) if Some(sent) != live_mf => match sent.as_array() {
                 Some(list) => list

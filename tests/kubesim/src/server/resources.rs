@@ -1,6 +1,7 @@
 //! The resource endpoints: every verb on collections, objects and subresources, mapped onto
 //! the in-process API, with the real server's status codes and list/Table renderings.
 
+use crate::pointer::At;
 use std::sync::Arc;
 
 use ::http::Method;
@@ -263,7 +264,7 @@ fn object_response(code: u16, r: &Resolved, o: Value, rendering: Rendering, quer
         Rendering::Metadata => http::json(code, &metadata_only(&o)),
         Rendering::Table => {
             let rv = o
-                .pointer("/metadata/resourceVersion")
+                .at("/metadata/resourceVersion")
                 .cloned()
                 .unwrap_or(Value::Null);
             http::json(
@@ -385,7 +386,7 @@ pub async fn handle(shared: Arc<Shared>, t: Target, p: RequestParts<'_>) -> ApiR
                 return Err(ApiError::bad_request("the TokenRequest must be an object"));
             }
             let seconds = req
-                .pointer("/spec/expirationSeconds")
+                .at("/spec/expirationSeconds")
                 .and_then(Value::as_i64)
                 .unwrap_or(3600);
             req["apiVersion"] = json!("authentication.k8s.io/v1");
@@ -432,7 +433,7 @@ pub async fn handle(shared: Arc<Shared>, t: Target, p: RequestParts<'_>) -> ApiR
         ("POST", Some(name), Some("binding")) => {
             let body = decode_body(p.content_type, &p.body)?;
             let node = body
-                .pointer("/target/name")
+                .at("/target/name")
                 .and_then(Value::as_str)
                 .ok_or_else(|| ApiError::bad_request("binding target name is required"))?;
             if !p.query.dry_run()? {
@@ -508,7 +509,7 @@ pub async fn handle(shared: Arc<Shared>, t: Target, p: RequestParts<'_>) -> ApiR
                 }
                 _ => {
                     let mut s = current.clone();
-                    if let Some(v) = patch.pointer("/spec/replicas") {
+                    if let Some(v) = patch.at("/spec/replicas") {
                         s["spec"]["replicas"] = v.clone();
                     }
                     s

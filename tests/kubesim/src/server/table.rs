@@ -2,6 +2,7 @@
 //! kinds (cells already formatted as the real server formats them) and CRDs'
 //! additionalPrinterColumns evaluated from their JSONPaths.
 
+use crate::pointer::At;
 use serde_json::{Value, json};
 
 use crate::catalog::{PrinterColumn, ResourceType};
@@ -23,11 +24,11 @@ fn col(name: &str, type_: &str, priority: i64, description: &str) -> PrinterColu
 }
 
 fn s<'a>(v: &'a Value, p: &str) -> &'a str {
-    v.pointer(p).and_then(Value::as_str).unwrap_or_default()
+    v.at(p).and_then(Value::as_str).unwrap_or_default()
 }
 
 fn i(v: &Value, p: &str) -> i64 {
-    v.pointer(p).and_then(Value::as_i64).unwrap_or(0)
+    v.at(p).and_then(Value::as_i64).unwrap_or(0)
 }
 
 fn none_if_empty(x: String) -> String {
@@ -99,7 +100,7 @@ fn map_string(m: Option<&Value>) -> String {
 /// last container with a waiting or terminated reason, then Terminating.
 fn pod_status_and_restarts(o: &Value) -> (String, usize, i64) {
     let list = |p: &str| {
-        o.pointer(p)
+        o.at(p)
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default()
@@ -113,7 +114,7 @@ fn pod_status_and_restarts(o: &Value) -> (String, usize, i64) {
         }
     };
     let init_specs = o
-        .pointer("/spec/initContainers")
+        .at("/spec/initContainers")
         .and_then(Value::as_array)
         .map_or(0, Vec::len);
     let mut restarts = 0i64;
@@ -121,10 +122,10 @@ fn pod_status_and_restarts(o: &Value) -> (String, usize, i64) {
     let mut initializing = false;
     for (idx, c) in list("/status/initContainerStatuses").iter().enumerate() {
         restarts += i(c, "/restartCount");
-        if c.pointer("/state/terminated").is_some() && i(c, "/state/terminated/exitCode") == 0 {
+        if c.at("/state/terminated").is_some() && i(c, "/state/terminated/exitCode") == 0 {
             continue;
         }
-        reason = if c.pointer("/state/terminated").is_some() {
+        reason = if c.at("/state/terminated").is_some() {
             let r = s(c, "/state/terminated/reason");
             if !r.is_empty() {
                 format!("Init:{r}")
@@ -155,13 +156,13 @@ fn pod_status_and_restarts(o: &Value) -> (String, usize, i64) {
                 reason = w.to_string();
             } else if !t.is_empty() {
                 reason = t.to_string();
-            } else if c.pointer("/state/terminated").is_some() {
+            } else if c.at("/state/terminated").is_some() {
                 reason = if i(c, "/state/terminated/signal") != 0 {
                     format!("Signal:{}", i(c, "/state/terminated/signal"))
                 } else {
                     format!("ExitCode:{}", i(c, "/state/terminated/exitCode"))
                 };
-            } else if c.pointer("/state/running").is_some()
+            } else if c.at("/state/running").is_some()
                 && c.get("ready").and_then(Value::as_bool) == Some(true)
             {
                 has_running = true;
@@ -170,7 +171,7 @@ fn pod_status_and_restarts(o: &Value) -> (String, usize, i64) {
         }
         if reason == "Completed" && has_running {
             let pod_ready = o
-                .pointer("/status/conditions")
+                .at("/status/conditions")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
@@ -178,7 +179,7 @@ fn pod_status_and_restarts(o: &Value) -> (String, usize, i64) {
             reason = if pod_ready { "Running" } else { "NotReady" }.to_string();
         }
     }
-    if o.pointer("/metadata/deletionTimestamp").is_some() {
+    if o.at("/metadata/deletionTimestamp").is_some() {
         reason = if s(o, "/status/reason") == "NodeLost" {
             "Unknown".to_string()
         } else {
@@ -190,7 +191,7 @@ fn pod_status_and_restarts(o: &Value) -> (String, usize, i64) {
 
 fn pod_cells(o: &Value) -> Vec<Value> {
     let total = o
-        .pointer("/spec/containers")
+        .at("/spec/containers")
         .and_then(Value::as_array)
         .map_or(0, Vec::len);
     let (reason, ready, restarts) = pod_status_and_restarts(o);
@@ -216,7 +217,7 @@ fn pod_cells(o: &Value) -> Vec<Value> {
 
 fn node_cells(o: &Value) -> Vec<Value> {
     let ready = o
-        .pointer("/status/conditions")
+        .at("/status/conditions")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -227,11 +228,11 @@ fn node_cells(o: &Value) -> Vec<Value> {
         Some(_) => "NotReady".to_string(),
         None => "Unknown".to_string(),
     };
-    if o.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+    if o.at("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
         status.push_str(",SchedulingDisabled");
     }
     let roles: Vec<String> = o
-        .pointer("/metadata/labels")
+        .at("/metadata/labels")
         .and_then(Value::as_object)
         .into_iter()
         .flatten()
@@ -241,7 +242,7 @@ fn node_cells(o: &Value) -> Vec<Value> {
         })
         .collect();
     let addr = |t: &str| {
-        o.pointer("/status/addresses")
+        o.at("/status/addresses")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -254,8 +255,7 @@ fn node_cells(o: &Value) -> Vec<Value> {
         json!(status),
         json!(none_if_empty(roles.join(","))),
         json!(clock::age_of(
-            o.pointer("/metadata/creationTimestamp")
-                .and_then(Value::as_str)
+            o.at("/metadata/creationTimestamp").and_then(Value::as_str)
         )),
         json!(s(o, "/status/nodeInfo/kubeletVersion")),
         json!(addr("InternalIP")),
@@ -433,7 +433,7 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, RowFn)> {
             ],
             |o| {
                 let ports: Vec<String> = o
-                    .pointer("/spec/ports")
+                    .at("/spec/ports")
                     .and_then(Value::as_array)
                     .into_iter()
                     .flatten()
@@ -457,7 +457,7 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, RowFn)> {
                     json!("<none>"),
                     json!(none_if_empty(ports.join(","))),
                     json!(age_cell(o)),
-                    json!(map_string(o.pointer("/spec/selector"))),
+                    json!(map_string(o.at("/spec/selector"))),
                 ]
             },
         ),
@@ -566,7 +566,7 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, RowFn)> {
                 ),
             ],
             |o| {
-                let (c, im) = containers_and_images(o.pointer("/spec/template/spec"));
+                let (c, im) = containers_and_images(o.at("/spec/template/spec"));
                 vec![
                     json!(s(o, "/metadata/name")),
                     json!(i(o, "/status/desiredNumberScheduled")),
@@ -574,11 +574,11 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, RowFn)> {
                     json!(i(o, "/status/numberReady")),
                     json!(i(o, "/status/updatedNumberScheduled")),
                     json!(i(o, "/status/numberAvailable")),
-                    json!(map_string(o.pointer("/spec/template/spec/nodeSelector"))),
+                    json!(map_string(o.at("/spec/template/spec/nodeSelector"))),
                     json!(age_cell(o)),
                     json!(c),
                     json!(im),
-                    json!(selector_string(o.pointer("/spec/selector"))),
+                    json!(selector_string(o.at("/spec/selector"))),
                 ]
             },
         ),
@@ -619,7 +619,7 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, RowFn)> {
                 ),
             ],
             |o| {
-                let (c, im) = containers_and_images(o.pointer("/spec/template/spec"));
+                let (c, im) = containers_and_images(o.at("/spec/template/spec"));
                 vec![
                     json!(s(o, "/metadata/name")),
                     json!(format!(
@@ -632,7 +632,7 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, RowFn)> {
                     json!(age_cell(o)),
                     json!(c),
                     json!(im),
-                    json!(selector_string(o.pointer("/spec/selector"))),
+                    json!(selector_string(o.at("/spec/selector"))),
                 ]
             },
         ),
@@ -678,7 +678,7 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, RowFn)> {
                 ),
             ],
             |o| {
-                let (c, im) = containers_and_images(o.pointer("/spec/template/spec"));
+                let (c, im) = containers_and_images(o.at("/spec/template/spec"));
                 vec![
                     json!(s(o, "/metadata/name")),
                     json!(i(o, "/spec/replicas")),
@@ -687,7 +687,7 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, RowFn)> {
                     json!(age_cell(o)),
                     json!(c),
                     json!(im),
-                    json!(selector_string(o.pointer("/spec/selector"))),
+                    json!(selector_string(o.at("/spec/selector"))),
                 ]
             },
         ),
@@ -710,10 +710,10 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, RowFn)> {
             ],
             |o| {
                 let dur = match (
-                    o.pointer("/status/startTime")
+                    o.at("/status/startTime")
                         .and_then(Value::as_str)
                         .and_then(clock::parse_rfc3339),
-                    o.pointer("/status/completionTime")
+                    o.at("/status/completionTime")
                         .and_then(Value::as_str)
                         .and_then(clock::parse_rfc3339),
                 ) {
@@ -726,7 +726,7 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, RowFn)> {
                     json!(format!(
                         "{}/{}",
                         i(o, "/status/succeeded"),
-                        o.pointer("/spec/completions")
+                        o.at("/spec/completions")
                             .and_then(Value::as_i64)
                             .unwrap_or(1)
                     )),
@@ -754,7 +754,7 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, RowFn)> {
                 ),
             ],
             |o| {
-                let (c, im) = containers_and_images(o.pointer("/spec/template/spec"));
+                let (c, im) = containers_and_images(o.at("/spec/template/spec"));
                 vec![
                     json!(s(o, "/metadata/name")),
                     json!(format!(
@@ -782,7 +782,7 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, RowFn)> {
             ],
             |o| {
                 let owner = o
-                    .pointer("/metadata/ownerReferences")
+                    .at("/metadata/ownerReferences")
                     .and_then(Value::as_array)
                     .and_then(|a| {
                         a.iter()
@@ -820,7 +820,7 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, RowFn)> {
                 age(),
             ],
             |o| {
-                let sel = selector_string(o.pointer("/spec/podSelector"));
+                let sel = selector_string(o.at("/spec/podSelector"));
                 let sel = if sel == "<none>" { String::new() } else { sel };
                 vec![
                     json!(s(o, "/metadata/name")),
@@ -927,7 +927,7 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, RowFn)> {
                 age(),
             ],
             |o| {
-                let show = |p: &str| match o.pointer(p) {
+                let show = |p: &str| match o.at(p) {
                     Some(Value::String(x)) => x.clone(),
                     Some(Value::Number(n)) => n.to_string(),
                     _ => "N/A".into(),
@@ -959,9 +959,9 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, RowFn)> {
             ],
             |o| {
                 let last = o
-                    .pointer("/lastTimestamp")
+                    .at("/lastTimestamp")
                     .and_then(Value::as_str)
-                    .or_else(|| o.pointer("/eventTime").and_then(Value::as_str));
+                    .or_else(|| o.at("/eventTime").and_then(Value::as_str));
                 vec![
                     json!(clock::age_of(last)),
                     json!(s(o, "/type")),
@@ -983,10 +983,7 @@ fn builtin_table(rt: &ResourceType) -> Option<(Vec<PrinterColumn>, RowFn)> {
 type RowBuilder = dyn Fn(&Value) -> Vec<Value>;
 
 fn age_cell(o: &Value) -> String {
-    clock::age_of(
-        o.pointer("/metadata/creationTimestamp")
-            .and_then(Value::as_str),
-    )
+    clock::age_of(o.at("/metadata/creationTimestamp").and_then(Value::as_str))
 }
 
 /// Evaluates the simple JSONPaths CRDs use: `.a.b`, `.a[0]`, `.a[?(@.k=='v')].b`.

@@ -6,6 +6,7 @@
 //! Event bytes are assembled from each object's cached serialization, so fan-out to many
 //! watchers copies bytes instead of re-serializing.
 
+use crate::pointer::At;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ struct Filter {
 impl Filter {
     fn matches(&self, o: &Value) -> bool {
         if let Some(ns) = &self.namespace
-            && o.pointer("/metadata/namespace").and_then(Value::as_str) != Some(ns.as_str())
+            && o.at("/metadata/namespace").and_then(Value::as_str) != Some(ns.as_str())
         {
             return false;
         }

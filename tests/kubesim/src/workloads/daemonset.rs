@@ -9,6 +9,7 @@
 //! `cluster::write` sets it on create and bumps it on every template change, ignoring what
 //! clients send; this controller reads it for the `pod-template-generation` label.
 
+use crate::pointer::At;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
@@ -57,7 +58,7 @@ pub fn target_node(pod: &Value) -> String {
         return bound.to_string();
     }
     let terms = pod
-        .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+        .at("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
         .and_then(Value::as_array);
     for term in terms.into_iter().flatten() {
         for f in term
@@ -68,7 +69,7 @@ pub fn target_node(pod: &Value) -> String {
         {
             if f["key"] == "metadata.name"
                 && f["operator"] == "In"
-                && let Some(n) = f.pointer("/values/0").and_then(Value::as_str)
+                && let Some(n) = f.at("/values/0").and_then(Value::as_str)
             {
                 return n.to_string();
             }
@@ -86,7 +87,7 @@ fn is_updated(pod: &Value, hash: &str, generation: i64) -> bool {
 /// The pod the controller creates for `node`.
 fn pod_for(ds: &Value, node: &str, hash: &str, generation: i64) -> Value {
     let template = ds
-        .pointer("/spec/template")
+        .at("/spec/template")
         .cloned()
         .unwrap_or_else(|| json!({}));
     let mut pod = pod_from_template(&template, ds, s(ds, "/metadata/name"));
@@ -104,7 +105,7 @@ fn pod_for(ds: &Value, node: &str, hash: &str, generation: i64) -> Value {
 /// What a revision stores: a strategic-merge patch replacing the template.
 fn revision_data(ds: &Value) -> Value {
     let mut template = ds
-        .pointer("/spec/template")
+        .at("/spec/template")
         .cloned()
         .unwrap_or_else(|| json!({}));
     if let Some(t) = template.as_object_mut() {
@@ -121,7 +122,7 @@ fn construct_history(cluster: &Cluster, ds: &Value) -> Option<(String, i64, Vec<
     let name = s(ds, "/metadata/name");
     let uid = s(ds, "/metadata/uid");
     let collision = int(ds, "/status/collisionCount");
-    let template = ds.pointer("/spec/template").unwrap_or(&Value::Null);
+    let template = ds.at("/spec/template").unwrap_or(&Value::Null);
     let hash = compute_hash(template, collision);
     let rev_name = format!("{name}-{hash}");
     let opts = WriteOptions::manager(MANAGER);
@@ -173,7 +174,7 @@ fn construct_history(cluster: &Cluster, ds: &Value) -> Option<(String, i64, Vec<
         }
         None => {
             let mut labels = ds
-                .pointer("/spec/template/metadata/labels")
+                .at("/spec/template/metadata/labels")
                 .cloned()
                 .filter(Value::is_object)
                 .unwrap_or_else(|| json!({}));
@@ -272,7 +273,7 @@ fn pods_by_node<'a>(ds: &Value, pods: &'a [Obj]) -> BTreeMap<String, Vec<&'a Val
 /// `maxSurge` and `maxUnavailable` against `desired` nodes (both rounded up; 1 unavailable
 /// when both come to 0).
 fn rolling_counts(ds: &Value, desired: i64) -> (i64, i64) {
-    let ru = ds.pointer("/spec/updateStrategy/rollingUpdate");
+    let ru = ds.at("/spec/updateStrategy/rollingUpdate");
     let surge = int_or_percent(ru.and_then(|r| r.get("maxSurge")), desired, true);
     let unavailable = match ru.and_then(|r| r.get("maxUnavailable")) {
         Some(v) => int_or_percent(Some(v), desired, true),
@@ -287,8 +288,7 @@ fn rolling_counts(ds: &Value, desired: i64) -> (i64, i64) {
 
 fn is_rolling(ds: &Value) -> bool {
     matches!(
-        ds.pointer("/spec/updateStrategy/type")
-            .and_then(Value::as_str),
+        ds.at("/spec/updateStrategy/type").and_then(Value::as_str),
         None | Some("RollingUpdate")
     )
 }
@@ -340,7 +340,7 @@ fn sync(
         int(ds, "/spec/minReadySeconds").unwrap_or(0) as f64,
     );
     let template_spec = ds
-        .pointer("/spec/template/spec")
+        .at("/spec/template/spec")
         .cloned()
         .unwrap_or_else(|| json!({}));
     let by_node = pods_by_node(ds, pods);

@@ -9,6 +9,7 @@
 //! One pass follows `syncDeployment`: paused conditions, then either a scale-only sync or a
 //! rollout step (`rolloutRolling` / `rolloutRecreate`), ending in `syncRolloutStatus`.
 
+use crate::pointer::At;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -92,7 +93,7 @@ fn is_rolling(d: &Value) -> bool {
 /// `ResolveFenceposts`: (maxSurge, maxUnavailable), 1 unavailable when both resolve to 0.
 fn fenceposts(d: &Value) -> (i64, i64) {
     let want = replicas(d);
-    let ru = d.pointer("/spec/strategy/rollingUpdate");
+    let ru = d.at("/spec/strategy/rollingUpdate");
     let default = json!("25%");
     let surge = int_or_percent(
         Some(ru.and_then(|r| r.get("maxSurge")).unwrap_or(&default)),
@@ -160,7 +161,7 @@ fn new_condition(kind: &str, status: &str, reason: &str, message: &str) -> Value
 }
 
 fn get_condition<'a>(d: &'a Value, kind: &str) -> Option<&'a Value> {
-    d.pointer("/status/conditions")
+    d.at("/status/conditions")
         .and_then(Value::as_array)?
         .iter()
         .find(|c| c["type"] == kind)
@@ -241,7 +242,7 @@ fn copied_annotations(d: &Value) -> serde_json::Map<String, Value> {
         MAX_REPLICAS,
         "deprecated.deployment.rollback.to",
     ];
-    d.pointer("/metadata/annotations")
+    d.at("/metadata/annotations")
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
@@ -290,15 +291,9 @@ fn new_replica_set(
     sets: &mut Vec<Value>,
     create: bool,
 ) -> Option<usize> {
-    let template = d
-        .pointer("/spec/template")
-        .cloned()
-        .unwrap_or_else(|| json!({}));
+    let template = d.at("/spec/template").cloned().unwrap_or_else(|| json!({}));
     let existing = sets.iter().position(|rs| {
-        equal_ignore_hash(
-            rs.pointer("/spec/template").unwrap_or(&Value::Null),
-            &template,
-        )
+        equal_ignore_hash(rs.at("/spec/template").unwrap_or(&Value::Null), &template)
     });
     let max_old = sets
         .iter()
@@ -308,10 +303,7 @@ fn new_replica_set(
         .max()
         .unwrap_or(0);
     let new_revision = max_old + 1;
-    let min_ready = d
-        .pointer("/spec/minReadySeconds")
-        .cloned()
-        .unwrap_or(json!(0));
+    let min_ready = d.at("/spec/minReadySeconds").cloned().unwrap_or(json!(0));
     if let Some(i) = existing {
         let rs = &sets[i];
         let old_rev = revision(rs);
@@ -319,12 +311,9 @@ fn new_replica_set(
         let copy = copied_annotations(d);
         let annotations_differ = copy
             .iter()
-            .any(|(k, v)| rs.pointer("/metadata/annotations").and_then(|a| a.get(k)) != Some(v));
-        let min_ready_differs = rs
-            .pointer("/spec/minReadySeconds")
-            .cloned()
-            .unwrap_or(json!(0))
-            != min_ready;
+            .any(|(k, v)| rs.at("/metadata/annotations").and_then(|a| a.get(k)) != Some(v));
+        let min_ready_differs =
+            rs.at("/spec/minReadySeconds").cloned().unwrap_or(json!(0)) != min_ready;
         if annotations_differ || old_rev < new_revision || min_ready_differs {
             let result = cluster.modify(
                 "apps/v1",
@@ -380,7 +369,7 @@ fn new_replica_set(
     let mut rs_template = template.clone();
     rs_template["metadata"]["labels"][HASH_LABEL] = json!(hash);
     let mut selector = d
-        .pointer("/spec/selector")
+        .at("/spec/selector")
         .cloned()
         .filter(Value::is_object)
         .unwrap_or_else(|| json!({}));
@@ -440,10 +429,10 @@ fn calculate_status(d: &mut Value, sets: &[Value], new: Option<usize>) {
     let unavailable = (total - available).max(0);
     let omit_zero = |v: i64| if v == 0 { Value::Null } else { json!(v) };
     let conditions = d
-        .pointer("/status/conditions")
+        .at("/status/conditions")
         .cloned()
         .unwrap_or_else(|| json!([]));
-    let collision = d.pointer("/status/collisionCount").cloned();
+    let collision = d.at("/status/collisionCount").cloned();
     d["status"] = json!({
         "observedGeneration": int(d, "/metadata/generation").unwrap_or(1),
         "replicas": omit_zero(sets.iter().map(|r| stat(r, "replicas")).sum()),
@@ -624,7 +613,7 @@ fn sync(cluster: &Cluster, stored: &Value, all_sets: &[Value], pods: &[Obj]) -> 
         return None;
     }
     let empty_selector = stored
-        .pointer("/spec/selector")
+        .at("/spec/selector")
         .and_then(Value::as_object)
         .is_none_or(|m| {
             m.values().all(|v| {
@@ -636,7 +625,7 @@ fn sync(cluster: &Cluster, stored: &Value, all_sets: &[Value], pods: &[Obj]) -> 
         return None;
     }
     check_paused_conditions(&mut d);
-    let paused = stored.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
+    let paused = stored.at("/spec/paused").and_then(Value::as_bool) == Some(true);
     if paused || is_scaling_event(cluster, &mut d, &mut sets) {
         return scale_only(cluster, stored, &mut d, &mut sets, paused);
     }
@@ -656,7 +645,7 @@ fn check_paused_conditions(d: &mut Value) {
         return;
     }
     let paused_cond = cond.is_some_and(|c| c["reason"] == "DeploymentPaused");
-    let paused = d.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
+    let paused = d.at("/spec/paused").and_then(Value::as_bool) == Some(true);
     if paused && !paused_cond {
         set_condition(
             d,

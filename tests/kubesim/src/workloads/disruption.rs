@@ -11,6 +11,7 @@
 //! - `currentHealthy`: Ready pods neither terminating nor recently evicted
 //!   (`disruptedPods`); `disruptionsAllowed = max(0, currentHealthy - desiredHealthy)`.
 
+use crate::pointer::At;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -115,7 +116,7 @@ fn sync(cluster: &Cluster, pdb: &Value, pods: &[Obj], scales: &Scales) {
     let ns = s(pdb, "/metadata/namespace");
     let generation = int(pdb, "/metadata/generation").unwrap_or(1);
     let selector = pdb
-        .pointer("/spec/selector")
+        .at("/spec/selector")
         .and_then(|s| LabelSelector::from_object(s).ok());
     let matched: Vec<&Value> = pods
         .iter()
@@ -131,8 +132,8 @@ fn sync(cluster: &Cluster, pdb: &Value, pods: &[Obj], scales: &Scales) {
         }
         Ok(controllers.values().sum())
     };
-    let min = pdb.pointer("/spec/minAvailable");
-    let max = pdb.pointer("/spec/maxUnavailable");
+    let min = pdb.at("/spec/minAvailable");
+    let max = pdb.at("/spec/maxUnavailable");
     let counts: Result<(i64, i64), String> = match (min, max) {
         (_, Some(max)) => expected_scale().map(|expected| {
             let unavailable = int_or_percent(Some(max), expected, true);
@@ -147,7 +148,7 @@ fn sync(cluster: &Cluster, pdb: &Value, pods: &[Obj], scales: &Scales) {
     // Evictions still waiting for their pod's deletion.
     let now = crate::clock::now_unix();
     let disrupted: serde_json::Map<String, Value> = pdb
-        .pointer("/status/disruptedPods")
+        .at("/status/disruptedPods")
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
@@ -168,7 +169,7 @@ fn sync(cluster: &Cluster, pdb: &Value, pods: &[Obj], scales: &Scales) {
         .filter(|p| !deleting(p) && !disrupted.contains_key(s(p, "/metadata/name")) && pod_ready(p))
         .count() as i64;
     let old_cond = pdb
-        .pointer("/status/conditions")
+        .at("/status/conditions")
         .and_then(Value::as_array)
         .and_then(|c| c.iter().find(|c| c["type"] == "DisruptionAllowed"))
         .cloned();

@@ -13,6 +13,7 @@
 //! controller reference to the Service. Endpoints have no owner reference (upstream deletes
 //! them itself when the Service goes).
 
+use crate::pointer::At;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -72,7 +73,7 @@ pub async fn run_slices(cluster: Cluster, shutdown: Shutdown) {
 
 /// A Service these controllers manage: it has a selector and is not ExternalName.
 fn managed(svc: &Value) -> bool {
-    svc.pointer("/spec/selector")
+    svc.at("/spec/selector")
         .and_then(Value::as_object)
         .is_some()
         && s(svc, "/spec/type") != "ExternalName"
@@ -108,7 +109,7 @@ fn find_port(pod: &Value, port: &Value) -> Option<i64> {
         return Some(n);
     }
     let protocol = port["protocol"].as_str().unwrap_or("TCP");
-    pod.pointer("/spec/containers")
+    pod.at("/spec/containers")
         .and_then(Value::as_array)?
         .iter()
         .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
@@ -120,18 +121,18 @@ fn find_port(pod: &Value, port: &Value) -> Option<i64> {
 fn members<'a>(svc: &Value, pods: &'a [Obj], include_terminating: bool) -> Vec<Member<'a>> {
     let ns = s(svc, "/metadata/namespace");
     let Some(selector) = svc
-        .pointer("/spec/selector")
+        .at("/spec/selector")
         .map(|m| json!({"matchLabels": m}))
         .and_then(|m| LabelSelector::from_object(&m).ok())
     else {
         return Vec::new();
     };
     let publish = svc
-        .pointer("/spec/publishNotReadyAddresses")
+        .at("/spec/publishNotReadyAddresses")
         .and_then(Value::as_bool)
         == Some(true);
     let service_ports = svc
-        .pointer("/spec/ports")
+        .at("/spec/ports")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
@@ -175,8 +176,8 @@ fn members<'a>(svc: &Value, pods: &'a [Obj], include_terminating: bool) -> Vec<M
 }
 
 fn target_ref(pod: &Value) -> Value {
-    json!({"kind": "Pod", "namespace": pod.pointer("/metadata/namespace"),
-        "name": pod.pointer("/metadata/name"), "uid": pod.pointer("/metadata/uid")})
+    json!({"kind": "Pod", "namespace": pod.at("/metadata/namespace"),
+        "name": pod.at("/metadata/name"), "uid": pod.at("/metadata/uid")})
 }
 
 /// `ShouldSetHostname`: the pod's hostname when its subdomain is the Service.
@@ -187,7 +188,7 @@ fn hostname(svc: &Value, pod: &Value) -> Option<String> {
 
 fn labels_for(svc: &Value) -> Map<String, Value> {
     let mut labels = svc
-        .pointer("/metadata/labels")
+        .at("/metadata/labels")
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
@@ -229,7 +230,7 @@ fn sync_endpoints(cluster: &Cluster, services: &[Obj], pods: &[Obj], existing: &
         existing.iter().map(|e| (key(e), &e.value)).collect();
     for svc in services.iter().filter(|s| managed(s)) {
         let publish = svc
-            .pointer("/spec/publishNotReadyAddresses")
+            .at("/spec/publishNotReadyAddresses")
             .and_then(Value::as_bool)
             == Some(true);
         // RepackSubsets: one subset per distinct port set.
@@ -277,7 +278,7 @@ fn sync_endpoints(cluster: &Cluster, services: &[Obj], pods: &[Obj], existing: &
                 let same_subsets =
                     ep.get("subsets").cloned().unwrap_or_else(|| json!([])) == json!(subsets);
                 let same_labels = ep
-                    .pointer("/metadata/labels")
+                    .at("/metadata/labels")
                     .and_then(Value::as_object)
                     .cloned()
                     .unwrap_or_default()
@@ -313,7 +314,7 @@ fn sync_endpoints(cluster: &Cluster, services: &[Obj], pods: &[Obj], existing: &
         if !all_services.contains(&(ns.clone(), name.clone()))
             && !wanted.contains(&(ns.clone(), name.clone()))
             && ep
-                .pointer(&format!(
+                .at(&format!(
                     "/metadata/annotations/{}",
                     TRIGGER.replace('/', "~1")
                 ))
@@ -379,11 +380,7 @@ fn sync_slices(cluster: &Cluster, services: &[Obj], pods: &[Obj], nodes: &[Obj],
         let mut desired: Vec<(Vec<Value>, Vec<Value>)> = Vec::new();
         for (ports, mut eps) in groups.into_values() {
             eps.sort_by_key(|e| {
-                ip_order(
-                    e.pointer("/addresses/0")
-                        .and_then(Value::as_str)
-                        .unwrap_or(""),
-                )
+                ip_order(e.at("/addresses/0").and_then(Value::as_str).unwrap_or(""))
             });
             for chunk in eps.chunks(MAX_PER_SLICE) {
                 desired.push((ports.clone(), chunk.to_vec()));

@@ -17,6 +17,7 @@
 //! `ttlSecondsAfterFinished`: the TTL controller deletes a finished Job with foreground
 //! propagation (its pods go first), as upstream.
 
+use crate::pointer::At;
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -24,8 +25,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::{
-    by_controller, deleting, drive, int, list, owned_by, pod_active, pod_from_template, pod_ready, pod_terminal,
-    s, scaled, sooner, write_status,
+    by_controller, deleting, drive, int, list, owned_by, pod_active, pod_from_template, pod_ready,
+    pod_terminal, s, scaled, sooner, write_status,
 };
 use crate::cluster::{Cluster, DeleteOptions, Propagation, WriteOptions};
 use crate::controllers::Shutdown;
@@ -85,7 +86,7 @@ fn condition(kind: &str, reason: &str, message: &str) -> Value {
 }
 
 fn has_condition(job: &Value, kind: &str) -> Option<Value> {
-    job.pointer("/status/conditions")
+    job.at("/status/conditions")
         .and_then(Value::as_array)?
         .iter()
         .find(|c| c["type"] == kind && c["status"] == "True")
@@ -127,7 +128,7 @@ fn index_ranges(set: &BTreeSet<i64>) -> String {
 fn new_pod(job: &Value, index: Option<i64>, minor: u32) -> Value {
     let name = s(job, "/metadata/name");
     let template = job
-        .pointer("/spec/template")
+        .at("/spec/template")
         .cloned()
         .unwrap_or_else(|| json!({}));
     let Some(i) = index else {
@@ -156,7 +157,7 @@ fn restarts(pod: &Value) -> i64 {
     ["initContainerStatuses", "containerStatuses"]
         .iter()
         .flat_map(|k| {
-            pod.pointer(&format!("/status/{k}"))
+            pod.at(&format!("/status/{k}"))
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default()
@@ -166,12 +167,7 @@ fn restarts(pod: &Value) -> i64 {
 }
 
 /// One Job's pass over `owned`, the pods it controls (from this pass's list).
-fn sync(
-    cluster: &Cluster,
-    job: &Value,
-    owned: &[&Value],
-    memory: &mut Memory,
-) -> Option<Duration> {
+fn sync(cluster: &Cluster, job: &Value, owned: &[&Value], memory: &mut Memory) -> Option<Duration> {
     if deleting(job) || finished(job).is_some() {
         return None;
     }
@@ -196,11 +192,11 @@ fn sync(
     let completions = int(job, "/spec/completions");
     let parallelism = int(job, "/spec/parallelism").unwrap_or(1).max(0);
     let backoff_limit = int(job, "/spec/backoffLimit").unwrap_or(6);
-    let suspended = job.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true);
+    let suspended = job.at("/spec/suspend").and_then(Value::as_bool) == Some(true);
     let now = Instant::now();
 
     let mut status = json!({});
-    let start_time = match job.pointer("/status/startTime").and_then(Value::as_str) {
+    let start_time = match job.at("/status/startTime").and_then(Value::as_str) {
         Some(t) => Some(t.to_string()),
         None if !suspended => {
             memory.started.insert(uid.clone(), now);
@@ -407,7 +403,7 @@ fn sync(
     let active_now: Vec<&Value> = fresh.iter().copied().filter(|p| pod_active(p)).collect();
 
     let mut conditions = job
-        .pointer("/status/conditions")
+        .at("/status/conditions")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();

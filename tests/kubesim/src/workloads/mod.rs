@@ -23,6 +23,7 @@ pub mod job;
 pub mod nodes;
 pub mod replicaset;
 
+use crate::pointer::At;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -137,8 +138,8 @@ pub fn owner_ref(owner: &Value) -> Value {
     json!({
         "apiVersion": owner["apiVersion"],
         "kind": owner["kind"],
-        "name": owner.pointer("/metadata/name"),
-        "uid": owner.pointer("/metadata/uid"),
+        "name": owner.at("/metadata/name"),
+        "uid": owner.at("/metadata/uid"),
         "controller": true,
         "blockOwnerDeletion": true
     })
@@ -146,7 +147,7 @@ pub fn owner_ref(owner: &Value) -> Value {
 
 /// The uid of the object's controller, if it has one.
 pub fn controller_uid(obj: &Value) -> Option<&str> {
-    obj.pointer("/metadata/ownerReferences")
+    obj.at("/metadata/ownerReferences")
         .and_then(Value::as_array)?
         .iter()
         .find(|r| r["controller"] == true)
@@ -172,17 +173,17 @@ pub(crate) fn by_controller(objs: &[Obj]) -> HashMap<&str, Vec<&Value>> {
 
 /// A string field by JSON pointer, or "".
 pub(crate) fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
-    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+    v.at(ptr).and_then(Value::as_str).unwrap_or("")
 }
 
 /// An integer field by JSON pointer.
 pub(crate) fn int(v: &Value, ptr: &str) -> Option<i64> {
-    v.pointer(ptr).and_then(Value::as_i64)
+    v.at(ptr).and_then(Value::as_i64)
 }
 
 /// Whether the object is being deleted.
 pub(crate) fn deleting(v: &Value) -> bool {
-    v.pointer("/metadata/deletionTimestamp")
+    v.at("/metadata/deletionTimestamp")
         .is_some_and(|t| !t.is_null())
 }
 
@@ -192,7 +193,7 @@ pub fn pod_ready(pod: &Value) -> bool {
 }
 
 fn ready_condition(pod: &Value) -> Option<&Value> {
-    pod.pointer("/status/conditions")
+    pod.at("/status/conditions")
         .and_then(Value::as_array)?
         .iter()
         .find(|c| c["type"] == "Ready")
@@ -201,7 +202,7 @@ fn ready_condition(pod: &Value) -> Option<&Value> {
 /// Whether a pod has finished (`Succeeded` or `Failed`).
 pub fn pod_terminal(pod: &Value) -> bool {
     matches!(
-        pod.pointer("/status/phase").and_then(Value::as_str),
+        pod.at("/status/phase").and_then(Value::as_str),
         Some("Succeeded" | "Failed")
     )
 }
@@ -329,7 +330,7 @@ pub(crate) fn write_status(
     if obj.get("status") == Some(&merged) {
         return;
     }
-    let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str);
+    let ns = obj.at("/metadata/namespace").and_then(Value::as_str);
     let name = s(obj, "/metadata/name");
     let _ = cluster.modify(
         api,
@@ -359,11 +360,11 @@ pub(crate) fn by_phase_then_age(a: &&Value, b: &&Value) -> std::cmp::Ordering {
 pub(crate) fn pod_from_template(template: &Value, owner: &Value, prefix: &str) -> Value {
     let mut meta = json!({
         "generateName": format!("{prefix}-"),
-        "namespace": owner.pointer("/metadata/namespace").cloned().unwrap_or(json!("default")),
+        "namespace": owner.at("/metadata/namespace").cloned().unwrap_or(json!("default")),
         "ownerReferences": [owner_ref(owner)],
     });
     for key in ["labels", "annotations", "finalizers"] {
-        if let Some(v) = template.pointer(&format!("/metadata/{key}"))
+        if let Some(v) = template.at(&format!("/metadata/{key}"))
             && !v.is_null()
         {
             meta[key] = v.clone();

@@ -4,6 +4,7 @@
 //! controller adds. An untolerated NoSchedule taint keeps a pod that already runs there; an
 //! untolerated NoExecute taint does not.
 
+use crate::pointer::At;
 use serde_json::{Value, json};
 
 use super::s;
@@ -56,7 +57,7 @@ pub fn should_run(spec: &Value, node: &Value) -> (bool, bool) {
     }
     let tolerations = with_daemon_tolerations(spec);
     let taints = node
-        .pointer("/spec/taints")
+        .at("/spec/taints")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
@@ -75,7 +76,7 @@ pub fn should_run(spec: &Value, node: &Value) -> (bool, bool) {
 /// `nodeSelector` and required node affinity (terms ORed; expressions and fields ANDed).
 pub fn affinity_matches(spec: &Value, node: &Value) -> bool {
     let labels = node
-        .pointer("/metadata/labels")
+        .at("/metadata/labels")
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
@@ -85,7 +86,7 @@ pub fn affinity_matches(spec: &Value, node: &Value) -> bool {
         return false;
     }
     let Some(terms) = spec
-        .pointer("/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+        .at("/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
         .and_then(Value::as_array)
     else {
         return true;

@@ -4,6 +4,7 @@
 //! status `replicas`, `fullyLabeledReplicas`, `readyReplicas`, `availableReplicas` (with
 //! `minReadySeconds`), `observedGeneration`.
 
+use crate::pointer::At;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -59,14 +60,14 @@ fn deletion_rank(p: &Value, crowd: &HashMap<&str, usize>) -> impl Ord {
     };
     let ready = pod_ready(p);
     let ready_since = p
-        .pointer("/status/conditions")
+        .at("/status/conditions")
         .and_then(Value::as_array)
         .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
         .and_then(|c| c["lastTransitionTime"].as_str())
         .unwrap_or("")
         .to_string();
     let restarts: i64 = p
-        .pointer("/status/containerStatuses")
+        .at("/status/containerStatuses")
         .and_then(Value::as_array)
         .map(|cs| {
             cs.iter()
@@ -97,7 +98,7 @@ fn sync(cluster: &Cluster, rs: &Value, pods: &[Obj], clock: &mut ReadyClock) -> 
         let have = active.len() as i64;
         if have < want {
             let template = rs
-                .pointer("/spec/template")
+                .at("/spec/template")
                 .cloned()
                 .unwrap_or_else(|| json!({}));
             for _ in have..want.min(have + 500) {
@@ -143,14 +144,14 @@ fn sync(cluster: &Cluster, rs: &Value, pods: &[Obj], clock: &mut ReadyClock) -> 
         int(rs, "/spec/minReadySeconds").unwrap_or(0) as f64,
     );
     let template_labels = rs
-        .pointer("/spec/template/metadata/labels")
+        .at("/spec/template/metadata/labels")
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
     let (mut labeled, mut ready, mut available) = (0i64, 0i64, 0i64);
     let mut requeue = None;
     for p in &active {
-        let labels = p.pointer("/metadata/labels");
+        let labels = p.at("/metadata/labels");
         if template_labels
             .iter()
             .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
