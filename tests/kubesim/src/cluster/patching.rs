@@ -212,6 +212,8 @@ pub(crate) fn record_managed_fields(
 ) -> ApiResult<()> {
     let schema = schema_for(r);
     let fm = field_manager(r, schema.as_ref(), subresource);
-    *new = fm.update(old, new, manager).map_err(to_api_error)?;
+    *new = fm
+        .update_owned(old, std::mem::take(new), manager)
+        .map_err(to_api_error)?;
     Ok(())
 }

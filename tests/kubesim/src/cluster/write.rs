@@ -98,7 +98,6 @@ pub(crate) fn normalize_type(r: &Resolved, obj: &mut Value) -> ApiResult<()> {
     Ok(())
 }
 
-/// The object without `metadata` and (optionally) `status`: what generation tracks.
 /// Whether two objects are equal once the top-level fields `skip` are left out and, within
 /// `metadata`, the fields `skip_meta`. Compared in place: every write asks this (no-op
 /// detection, generation bumps) and copying a pod to ask would cost more than the write.
@@ -140,6 +139,52 @@ fn spec_changed(old: &Value, new: &Value, with_status: bool) -> bool {
         &["metadata", "apiVersion", "kind", "status"]
     };
     !equal_except(old, new, skip, &[])
+}
+
+/// What a write to the status subresource stores: the stored object with the sent `status`
+/// (and the sent `metadata.managedFields`, which the field manager then recomputes); whatever
+/// else was sent is ignored, as on the real server. Fields the sender left as stored are
+/// moved out of `sent` rather than copied from the stored object: a status write usually
+/// carries the whole object back.
+fn status_write(stored: &Value, sent: Value) -> Value {
+    let Value::Object(mut sent) = sent else {
+        let mut merged = stored.clone();
+        if let Some(m) = merged.as_object_mut() {
+            m.shift_remove("status");
+        }
+        return merged;
+    };
+    let mut merged = Map::new();
+    for (k, v) in stored.as_object().into_iter().flatten() {
+        let kept = match (k.as_str(), sent.swap_remove(k.as_str())) {
+            ("status", Some(status)) => status,
+            ("status", None) => continue,
+            ("metadata", Some(mut meta)) => {
+                let sent_managed = meta.at("/managedFields").is_some();
+                if !equal_except(&meta, v, &[], &["managedFields"]) {
+                    let managed = meta
+                        .as_object_mut()
+                        .and_then(|m| m.shift_remove("managedFields"));
+                    meta = v.clone();
+                    if let (Some(mf), Some(m)) = (managed, meta.as_object_mut()) {
+                        m.insert("managedFields".into(), mf);
+                    }
+                } else if !sent_managed
+                    && let (Some(mf), Some(m)) = (v.get("managedFields"), meta.as_object_mut())
+                {
+                    m.insert("managedFields".into(), mf.clone());
+                }
+                meta
+            }
+            (_, Some(mine)) if mine == *v => mine,
+            _ => v.clone(),
+        };
+        merged.insert(k.clone(), kept);
+    }
+    if let Some(status) = sent.swap_remove("status") {
+        merged.insert("status".into(), status);
+    }
+    Value::Object(merged)
 }
 
 /// Prunes and validates a custom resource against its version's schema; Strict field
@@ -493,21 +538,7 @@ impl Cluster {
         let old_v = &old.value;
         new = match scope {
             Scope::Main => new,
-            Scope::Status => {
-                let mut merged = old_v.clone();
-                match new.get("status") {
-                    Some(s) => merged["status"] = s.clone(),
-                    None => {
-                        if let Some(m) = merged.as_object_mut() {
-                            m.shift_remove("status");
-                        }
-                    }
-                }
-                if let Some(mf) = new.at("/metadata/managedFields") {
-                    meta_mut(&mut merged).insert("managedFields".into(), mf.clone());
-                }
-                merged
-            }
+            Scope::Status => status_write(old_v, new),
             Scope::Finalize => {
                 let mut merged = old_v.clone();
                 let f = new
@@ -811,4 +842,50 @@ fn daemonset_template_generation(r: &Resolved, old: Option<&Value>, new: &mut Va
         *annotations = Value::Object(Default::default());
     }
     annotations[KEY] = Value::from(generation.to_string());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_write;
+    use serde_json::json;
+
+    fn stored() -> serde_json::Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "labels": {"a": "1"}, "managedFields": [{"manager": "old"}]},
+            "spec": {"nodeName": "n1"},
+            "status": {"phase": "Pending"}
+        })
+    }
+
+    #[test]
+    fn a_status_write_keeps_everything_but_status_and_managed_fields_as_stored() {
+        let mut sent = stored();
+        sent["spec"]["nodeName"] = json!("n2");
+        sent["metadata"]["labels"]["a"] = json!("2");
+        sent["metadata"]["managedFields"] = json!([{"manager": "new"}]);
+        sent["status"]["phase"] = json!("Running");
+        let mut want = stored();
+        want["metadata"]["managedFields"] = json!([{"manager": "new"}]);
+        want["status"]["phase"] = json!("Running");
+        assert_eq!(status_write(&stored(), sent), want);
+    }
+
+    #[test]
+    fn a_status_write_without_status_or_managed_fields_removes_status_keeps_ownership() {
+        let mut sent = stored();
+        sent.as_object_mut().unwrap().remove("status");
+        sent["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("managedFields");
+        let mut want = stored();
+        want.as_object_mut().unwrap().remove("status");
+        assert_eq!(status_write(&stored(), sent), want);
+        assert_eq!(
+            status_write(&stored(), json!("not an object")),
+            want,
+            "a body that is not an object sets no status"
+        );
+    }
 }

@@ -223,6 +223,16 @@ impl FieldSet {
         FieldSet { members, children }
     }
 
+    /// True when some path is in both sets (what `intersection` would find, without building
+    /// it).
+    pub fn overlaps(&self, other: &FieldSet) -> bool {
+        self.members.iter().any(|m| other.members.contains(m))
+            || self
+                .children
+                .iter()
+                .any(|(pe, c)| other.children.get(pe).is_some_and(|o| c.overlaps(o)))
+    }
+
     /// Paths in both sets.
     pub fn intersection(&self, other: &FieldSet) -> FieldSet {
         let members = self.members.intersection(&other.members).cloned().collect();
@@ -374,6 +384,30 @@ mod tests {
             text.contains("\"k:{\\\"port\\\":53,\\\"protocol\\\":\\\"UDP\\\"}\""),
             "{text}"
         );
+    }
+
+    #[test]
+    fn overlaps_agrees_with_intersection() {
+        let set = |paths: &[&[&str]]| {
+            let mut s = FieldSet::new();
+            for p in paths {
+                s.insert(&p.iter().map(|x| f(x)).collect::<Vec<_>>());
+            }
+            s
+        };
+        let status = set(&[&["status", "phase"], &["status", "podIP"]]);
+        let cases = [
+            (set(&[&["status", "phase"]]), true),
+            (set(&[&["status", "hostIP"]]), false),
+            (set(&[&["status"]]), false),
+            (set(&[&["spec", "phase"]]), false),
+            (FieldSet::new(), false),
+        ];
+        for (other, want) in cases {
+            assert_eq!(status.overlaps(&other), want, "{other:?}");
+            assert_eq!(other.overlaps(&status), want, "{other:?}");
+            assert_eq!(!status.intersection(&other).is_empty(), want, "{other:?}");
+        }
     }
 
     #[test]

@@ -488,17 +488,33 @@ impl<'s> FieldManager<'s> {
         new: &Value,
         manager: &str,
     ) -> Result<Value, PatchError> {
-        if !new.is_object() {
+        self.update_owned(live, new.clone(), manager)
+    }
+
+    /// [`Self::update`] taking the new object by value, which the write path can give up:
+    /// the result is built from it instead of from a copy.
+    pub fn update_owned(
+        &self,
+        live: Option<&Value>,
+        mut new_obj: Value,
+        manager: &str,
+    ) -> Result<Value, PatchError> {
+        if !new_obj.is_object() {
             return Err(PatchError::BadRequest(
                 "the object to write must be a JSON object".into(),
             ));
         }
         let sub = self.subresource.as_deref();
-        let live_obj = live.map_or_else(|| Value::Object(Map::new()), without_managed_fields);
-        let mut new_obj = without_managed_fields(new);
+        // The comparison skips managedFields, so the live object is compared as stored.
+        let empty = Value::Object(Map::new());
+        let live_obj = live.unwrap_or(&empty);
+        let sent_mf = match new_obj.get_mut("metadata") {
+            Some(Value::Object(meta)) => meta.shift_remove("managedFields"),
+            _ => None,
+        };
 
         let live_mf = live.and_then(|l| l.at("/metadata/managedFields"));
-        let sent_mf = new.at("/metadata/managedFields").filter(|v| !v.is_null());
+        let sent_mf = sent_mf.as_ref().filter(|v| !v.is_null());
         let mut entries = match (sub, sent_mf) {
             (None, Some(sent)) if Some(sent) != live_mf => match sent.as_array() {
                 Some(list) => list
@@ -510,13 +526,16 @@ impl<'s> FieldManager<'s> {
             _ => live.map(read_entries).unwrap_or_default(),
         };
 
-        let cmp = self.tracked_comparison(typed::compare(&live_obj, &new_obj, self.schema));
+        let cmp = self.tracked_comparison(typed::compare(live_obj, &new_obj, self.schema));
         let changed_fields = cmp.modified.union(&cmp.added);
         for e in &mut entries {
-            e.fields = e
-                .fields
-                .difference(&changed_fields)
-                .difference(&cmp.removed);
+            // Most writes touch fields of one manager; the others' sets are kept as they are.
+            if e.fields.overlaps(&changed_fields) || e.fields.overlaps(&cmp.removed) {
+                e.fields = e
+                    .fields
+                    .difference(&changed_fields)
+                    .difference(&cmp.removed);
+            }
         }
         if !changed_fields.is_empty() {
             let existing = entries

@@ -292,6 +292,8 @@ fn merge_list<'a>(
 
 /// Compares two versions of an object (absent = empty). New or removed maps, lists and list
 /// items count as added or removed nodes themselves, as in structured-merge-diff.
+/// `metadata.managedFields` is never compared: no manager owns it, and leaving it out spares
+/// callers a copy of each object without it.
 pub(crate) fn compare(lhs: &Value, rhs: &Value, schema: &dyn Schema) -> Comparison {
     let mut c = Comparison::default();
     compare_walk(
@@ -313,6 +315,12 @@ fn compare_walk<'a>(
     schema: &dyn Schema,
     c: &mut Comparison,
 ) {
+    // Equal subtrees add nothing; most writes change a few fields of a large object.
+    if let (Some(a), Some(b)) = (lhs, rhs)
+        && super::value::json_eq(a, b)
+    {
+        return;
+    }
     let is_map = |v: Option<&Value>| v.is_none_or(Value::is_object);
     let is_list = |v: Option<&Value>| v.is_none_or(Value::is_array);
     let any_map = lhs.is_some_and(Value::is_object) || rhs.is_some_and(Value::is_object);
@@ -332,7 +340,11 @@ fn compare_walk<'a>(
         if let Some(r) = r {
             keys.extend(r.keys().filter(|k| !l.is_some_and(|l| l.contains_key(*k))));
         }
+        let in_metadata = matches!(steps.as_slice(), [Step::Field("metadata")]);
         for k in keys {
+            if in_metadata && k == "managedFields" {
+                continue;
+            }
             steps.push(Step::Field(k));
             fpath.push(PathElement::Field(k.clone()));
             compare_walk(
