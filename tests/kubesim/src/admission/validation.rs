@@ -190,6 +190,10 @@ fn validate_pod_spec(
 /// Pod updates may change only images, activeDeadlineSeconds, tolerations (additions) and
 /// terminationGracePeriodSeconds; everything else in spec is fixed.
 fn pod_update(new: &Value, old: &Value, causes: &mut Vec<FieldCause>) {
+    // Status writes, the kubelet's many, leave the spec as it was: nothing to mask.
+    if new.get("spec") == old.get("spec") {
+        return;
+    }
     let mask = |v: &Value| {
         let mut s = v.get("spec").cloned().unwrap_or_default();
         if let Some(m) = s.as_object_mut() {
