@@ -333,8 +333,11 @@ fn daemonset_rolls_node_by_node_with_exact_status_and_revisions() {
         wait_ds(c, "agent", 2, [3, 3, 2, 2, want_updated + 1, 1, 0]);
         let ps = pods(c, "default", "app=agent");
         assert_eq!(live(&ps).len(), 3);
-        // The new pod runs; the controller moves on to the next node.
-        k.step();
+        // The new pod runs; the controller moves on to the next node. Not `step`: its reap
+        // could remove the next old pod, which the controller may delete as soon as this one
+        // is Ready, before the loop sees it terminating.
+        k.bind();
+        k.start();
     }
     let st = wait_ds(c, "agent", 2, [3, 3, 3, 3, 3, 0, 0]);
     assert!(
