@@ -120,6 +120,23 @@ pub fn run(ctx: &Ctx) -> Result<RowOutput> {
             Stat::of(&p.requests).median / n,
         )?;
     }
+    if !ctx.quick {
+        writeln!(
+            body,
+            "\nEarlier: the full run at 22788fc9 missed this target. CPU per node grew 1.81× \
+             (6.0 → 7.7 → 11 ms at 10, 100 and 500 nodes), and each 500-node run took about 844 s \
+             of its 900 s timeout, with some probes failing. The module's code was not the cause: its CPU grew \
+             with the time it waited on kubesim (watch events, progress reads), and kubesim, in \
+             the bench process, was saturated on one core. perf found three causes there, \
+             fixed since: the Job controller scanned every pod of the namespace for each of \
+             the 500 probe Jobs and copied them all again after each pass (4eb281ee); \
+             serde_json's `pointer`, which allocates two strings per path segment, was most of \
+             the controllers' and the network model's time (9e3d435b, `pointer::At`); each \
+             status write copied the pod several times (7e88f6ad). The same work also found \
+             node addresses past the 246th node were invalid (10.0.0.256), which had made \
+             host-network probes on those nodes fail (4eb281ee)."
+        )?;
+    }
     let failures: Vec<&String> = points.iter().flat_map(|p| &p.failures).collect();
     if !failures.is_empty() {
         writeln!(
