@@ -380,14 +380,11 @@ fn sync(cluster: &Cluster, job: &Value, owned: &[&Value], memory: &mut Memory) -
         }
     }
     // Pods still on their way out (after a deletion).
-    let reread = if wrote.get() {
-        cluster
-            .list_shared("v1", "pods", Some(&ns), &Default::default())
-            .unwrap_or_default()
-    } else {
-        Vec::new()
-    };
+    let reread;
     let fresh: Vec<&Value> = if wrote.get() {
+        reread = cluster
+            .list_shared("v1", "pods", Some(&ns), &Default::default())
+            .unwrap_or_default();
         reread
             .iter()
             .map(|p| &p.value)
