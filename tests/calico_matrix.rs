@@ -35,6 +35,25 @@ fn failure(args: Value) -> String {
 struct Data {
     releases: Vec<(semver::Version, String, bool)>,
     tested: Vec<(String, Vec<String>)>,
+    /// (operator minor, last patch of a range, embedded Calico)
+    embeds: Vec<(String, u64, String)>,
+}
+
+impl Data {
+    /// The operator deployed for a release: the newest patch of the minor its pin belongs to
+    /// that embeds it.
+    fn deployed_operator(&self, release: &semver::Version, pin: &str) -> String {
+        let line = pin.rsplit_once('.').unwrap().0;
+        let calico = format!("v{release}");
+        let newest = self
+            .embeds
+            .iter()
+            .filter(|(m, _, c)| m == line && *c == calico)
+            .map(|(_, last, _)| *last)
+            .max()
+            .unwrap();
+        format!("{line}.{newest}")
+    }
 }
 
 fn data() -> Data {
@@ -69,7 +88,25 @@ fn data() -> Data {
             (m.clone(), ks)
         })
         .collect();
-    Data { releases, tested }
+    let embeds = doc["operator_embeds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let patches = e["patches"].as_str().unwrap();
+            let last = patches.rsplit('-').next().unwrap().parse().unwrap();
+            (
+                e["operator"].as_str().unwrap().to_string(),
+                last,
+                e["calico"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    Data {
+        releases,
+        tested,
+        embeds,
+    }
 }
 
 #[test]
@@ -113,7 +150,11 @@ fn every_kubernetes_minor_is_consistent_with_the_catalog() {
             json!(format!("v{}", rec.0)),
             "{k}"
         );
-        assert_eq!(f["operator_version"], json!(rec.1), "{k}");
+        assert_eq!(
+            f["operator_version"],
+            json!(d.deployed_operator(&rec.0, &rec.1)),
+            "{k}"
+        );
         assert_eq!(f["minimum_version"], json!(format!("v{}", min.0)), "{k}");
         assert_eq!(f["matrix_source"], json!("builtin"));
     }
@@ -130,11 +171,11 @@ fn the_seeds_matrix_as_an_override_is_refused_naming_the_right_operator() {
     });
     let msg = failure(json!({"kubernetes_version": "1.27", "matrix": seed}));
     for expected in [
-        "[1.23] operator v1.30.9 ships Calico v3.26.4; Calico v3.24.6 ships with operator v1.28.13",
-        "[1.24] operator v1.32.7 ships Calico v3.27.3; Calico v3.25.2 ships with operator v1.29.6",
-        "[1.25] operator v1.34.3 ships Calico v3.28.1; Calico v3.26.4 ships with operator v1.30.9",
-        "[1.26] operator v1.36.1 ships Calico v3.29.0; Calico v3.27.4 ships with operator v1.32.10",
-        "[1.27] operator v1.38.1 ships Calico v3.30.1; Calico v3.28.2 ships with operator v1.34.5",
+        "[1.23] operator v1.30.9 ships Calico v3.26.4; Calico v3.24.6 ships with operator v1.28.15",
+        "[1.24] operator v1.32.7 ships Calico v3.27.3; Calico v3.25.2 ships with operator v1.29.8",
+        "[1.25] operator v1.34.3 ships Calico v3.28.1; Calico v3.26.4 ships with operator v1.30.10",
+        "[1.26] operator v1.36.1 ships Calico v3.29.0; Calico v3.27.4 ships with operator v1.32.11",
+        "[1.27] operator v1.38.1 ships Calico v3.30.1; Calico v3.28.2 ships with operator v1.34.7",
     ] {
         assert!(msg.contains(expected), "missing {expected:?} in {msg}");
     }
@@ -150,7 +191,7 @@ fn a_corrected_override_is_used() {
     assert_eq!(f["recommended_version"], json!("v3.27.5"));
     assert_eq!(
         f["upgrade_path"],
-        json!([{"version": "v3.27.5", "operator_version": "v1.32.12", "tested": true}])
+        json!([{"version": "v3.27.5", "operator_version": "v1.32.13", "tested": true}])
     );
 }
 
@@ -197,7 +238,7 @@ fn stepwise_and_direct_paths() {
     );
     assert_eq!(
         f["upgrade_path"],
-        json!([{"version": "v3.28.5", "operator_version": "v1.34.13", "tested": true}])
+        json!([{"version": "v3.28.5", "operator_version": "v1.34.14", "tested": true}])
     );
     let (out, _) = run(json!({"kubernetes_version": "1.27", "calico_version": "v3.29.7"}));
     assert_eq!(
@@ -269,10 +310,83 @@ fn bridge_versions_for_each_kubernetes_upgrade() {
     );
 }
 
+/// The compiled-in catalog with one more release: v3.32.2, pinning and embedded by operator
+/// v1.42.5, as a catalog published after this build would have it.
+fn newer_catalog(dir: &Path) -> std::path::PathBuf {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/catalog.yaml")).unwrap();
+    let release = "  - {version: v3.32.1, date: \"2026-06-24\", operator: v1.42.3}\n";
+    let embed = "  - {operator: v1.42, patches: \"3-4\", calico: v3.32.1}\n";
+    assert!(text.contains(release) && text.contains(embed));
+    let newer = text
+        .replacen("updated: \"2026-08-22\"", "updated: \"2026-09-15\"", 1)
+        .replacen(
+            release,
+            &format!(
+                "{release}  - {{version: v3.32.2, date: \"2026-09-10\", operator: v1.42.5}}\n"
+            ),
+            1,
+        )
+        .replacen(
+            embed,
+            &format!("{embed}  - {{operator: v1.42, patches: \"5\", calico: v3.32.2}}\n"),
+            1,
+        );
+    let path = dir.join("catalog.yaml");
+    std::fs::write(&path, newer).unwrap();
+    path
+}
+
+#[test]
+fn a_newer_catalog_file_plans_a_release_published_after_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = newer_catalog(dir.path());
+    let args = json!({"kubernetes_version": "1.34.4", "calico_version": "v3.32.1"});
+    let built_in = facts(args.clone());
+    assert_eq!(built_in["recommended_version"], "v3.32.1");
+    assert_eq!(built_in["upgrade_path"], json!([]));
+
+    let mut given = args;
+    given["catalog"] = json!(catalog);
+    let f = facts(given);
+    assert_eq!(f["recommended_version"], "v3.32.2", "{f:#}");
+    assert_eq!(f["operator_version"], "v1.42.5", "{f:#}");
+    assert_eq!(
+        f["upgrade_path"],
+        json!([{"version": "v3.32.2", "operator_version": "v1.42.5", "tested": true}])
+    );
+    let pinned = facts(
+        json!({"kubernetes_version": "1.36", "target_calico_version": "3.32.2",
+        "catalog": catalog}),
+    );
+    assert_eq!(pinned["target_version"], "v3.32.2");
+}
+
+#[test]
+fn a_catalog_file_older_than_the_build_or_broken_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/catalog.yaml")).unwrap();
+    let older = dir.path().join("older.yaml");
+    std::fs::write(
+        &older,
+        text.replacen("updated: \"2026-08-22\"", "updated: \"2025-01-01\"", 1),
+    )
+    .unwrap();
+    let msg = failure(json!({"kubernetes_version": "1.34", "catalog": older}));
+    assert!(msg.starts_with("catalog "), "{msg}");
+    assert!(msg.contains("before the compiled-in catalog"), "{msg}");
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(&broken, "schema: 1\nreleases: [\n").unwrap();
+    let msg = failure(json!({"kubernetes_version": "1.34", "catalog": broken}));
+    assert!(msg.starts_with("catalog "), "{msg}");
+    assert!(!msg.contains('\n'), "{msg}");
+}
+
 #[test]
 fn bad_arguments_give_one_clean_json_failure() {
     let msg = failure(json!({"kubernetes_version": "1.27", "foo": 1}));
-    assert!(msg.starts_with("Unsupported parameters for (calico_matrix) module: foo. Supported parameters include: allow_untested, calico_version, context,"), "{msg}");
+    assert!(msg.starts_with("Unsupported parameters for (calico_matrix) module: foo. Supported parameters include: allow_untested, calico_version, catalog, context,"), "{msg}");
     assert!(msg.ends_with("(verify_ssl)."), "{msg}");
     let msg = failure(json!({"kubernetes_version": "1.27", "allow_untested": "perhaps"}));
     assert!(

@@ -42,6 +42,14 @@ fn bad_arguments_name_the_parameter_and_what_would_be_right() {
             json!({"foo": 1}),
             "Unsupported parameters for (calico_upgrade) module: foo",
         ),
+        (
+            json!({"catalog": "/nonexistent/catalog.yaml"}),
+            "catalog: cannot read /nonexistent/catalog.yaml",
+        ),
+        (
+            json!({"catalog": concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")}),
+            "Cargo.toml: catalog: ",
+        ),
     ];
     for (args, want) in cases {
         let msg = failure(BIN, &args);

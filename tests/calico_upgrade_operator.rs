@@ -61,11 +61,21 @@ impl OperatorCluster {
     }
 }
 
+/// The operator a hop deploys for a release: the catalog's newest patch that embeds it.
 fn operator_of(calico: &str) -> String {
     catalog()
         .release(&calico.parse().unwrap())
         .unwrap()
         .operator
+        .to_string()
+}
+
+/// The operator a release's manifests pin, which the cluster was installed with.
+fn pinned_operator_of(calico: &str) -> String {
+    catalog()
+        .release(&calico.parse().unwrap())
+        .unwrap()
+        .pinned_operator
         .to_string()
 }
 
@@ -133,7 +143,7 @@ timing: {time_scale: 0.02}
     assert!(
         text.contains(&format!(
             "quay.io/tigera/operator:{}",
-            operator_of("v3.26.4")
+            pinned_operator_of("v3.26.4")
         )),
         "the backup holds the operator Deployment as it was"
     );
@@ -235,7 +245,7 @@ timing: {time_scale: 0.01}
     // The operator is back at the release the cluster ran, and so is every node.
     assert_eq!(
         c.operator_image(),
-        format!("quay.io/tigera/operator:{}", operator_of("v3.26.4"))
+        format!("quay.io/tigera/operator:{}", pinned_operator_of("v3.26.4"))
     );
     for (node, image) in c.calico_node_images() {
         assert_eq!(image, "docker.io/calico/node:v3.26.4", "{node}");

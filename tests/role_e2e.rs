@@ -174,8 +174,8 @@ timing: {time_scale: 0.005}
         .as_str()
         .unwrap();
     assert!(
-        image.ends_with(":v1.34.13"),
-        "the operator that ships v3.28.5: {image}"
+        image.ends_with(":v1.34.14"),
+        "the newest operator patch that embeds v3.28.5: {image}"
     );
     let installation = c
         .get("operator.tigera.io/v1", "installations", None, "default")

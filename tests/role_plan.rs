@@ -103,7 +103,7 @@ fn a_wrong_matrix_fails_the_play_with_the_modules_message() {
     let t = text(&out);
     assert!(
         t.contains(
-            "operator v1.30.9 ships Calico v3.26.4; Calico v3.24.6 ships with operator v1.28.13"
+            "operator v1.30.9 ships Calico v3.26.4; Calico v3.24.6 ships with operator v1.28.15"
         ),
         "{t}"
     );

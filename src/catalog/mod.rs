@@ -12,7 +12,7 @@
 //!
 //! let row = catalog().default_row(Minor::new(1, 27)).unwrap();
 //! assert_eq!(row.recommended.version.to_string(), "v3.28.5");
-//! assert_eq!(row.recommended.operator.to_string(), "v1.34.13");
+//! assert_eq!(row.recommended.operator.to_string(), "v1.34.14");
 //! ```
 
 mod advisory;
@@ -39,7 +39,15 @@ pub struct Release {
     pub version: Version,
     /// Its release date (`YYYY-MM-DD`).
     pub date: String,
-    /// The Tigera operator release that embeds exactly this Calico release.
+    /// The Tigera operator the release pins (the image of `tigera-operator.yaml` at its tag, or
+    /// the pairing upstream intended where the tag is stale): `operator` in the catalog file.
+    #[serde(rename = "operator")]
+    pub pinned_operator: Version,
+    /// The Tigera operator the product deploys for it: the newest patch of the release's
+    /// operator line (the minor its Calico minor pins) that embeds exactly this release; operator
+    /// patches fix the operator without changing the Calico it deploys. Derived when the catalog
+    /// is parsed; the pin where no patch embeds the release (releases that are refused).
+    #[serde(skip_deserializing, default = "unset_version")]
     pub operator: Version,
     /// The operator the manifests at the git tag pin, when that differs from [`Self::operator`].
     #[serde(default)]
@@ -79,6 +87,10 @@ pub struct ManifestSource {
     /// For archived minors whose URL serves one release only, that release.
     #[serde(default)]
     pub serves_only: Option<Version>,
+}
+
+fn unset_version() -> Version {
+    Version::new(0, 0, 0)
 }
 
 /// Facts about one Calico minor.
@@ -125,7 +137,26 @@ struct InstallFiles {
 struct EmbedRange {
     operator: Minor,
     patches: String,
-    calico: Version,
+    /// A Calico release, or `master` for an operator tag cut from a development build.
+    calico: String,
+}
+
+/// What one range of operator tags embeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Embedded {
+    /// Exactly this Calico release.
+    Release(Version),
+    /// A development build of Calico (`master`): no release, never deployed by the product.
+    Development,
+}
+
+/// One inclusive range of patches of an operator minor and what they embed.
+#[derive(Debug, Clone)]
+struct Embeds {
+    operator: Minor,
+    first: u64,
+    last: u64,
+    calico: Embedded,
 }
 
 /// A row of the seed document's `calico_version_matrix`.
@@ -148,6 +179,9 @@ struct KubernetesRange {
 #[derive(Debug, Deserialize)]
 struct CatalogFile {
     schema: u32,
+    /// When the facts were last checked against upstream (`YYYY-MM-DD`): a catalog given with
+    /// the `catalog` parameter must be at least as new as the compiled-in one.
+    updated: String,
     kubernetes: KubernetesRange,
     minors: BTreeMap<Minor, MinorInfo>,
     releases: Vec<Release>,
@@ -161,18 +195,49 @@ struct CatalogFile {
 #[derive(Debug)]
 pub struct Catalog {
     file: CatalogFile,
-    /// (operator minor, first patch, last patch, calico)
-    embeds: Vec<(Minor, u64, u64, Version)>,
+    embeds: Vec<Embeds>,
 }
 
-/// The compiled-in catalog, parsed once.
+/// A catalog file given to this run (the `catalog` parameter), in place of the compiled-in one.
+static GIVEN: OnceLock<Catalog> = OnceLock::new();
+
+/// The catalog every part of this run plans with: the file given with the `catalog` parameter
+/// ([`use_file`]) when there is one, the compiled-in catalog otherwise.
+///
+/// A module is one process that handles one task, so one catalog per process is the catalog of
+/// the task; a global keeps the planner, the upgrade and the checks from ever disagreeing.
 pub fn catalog() -> &'static Catalog {
+    GIVEN.get().unwrap_or_else(|| compiled())
+}
+
+/// The catalog compiled into the binary, parsed once.
+pub fn compiled() -> &'static Catalog {
     static CATALOG: OnceLock<Catalog> = OnceLock::new();
     CATALOG.get_or_init(|| {
         // The data is part of the binary and a unit test parses it, so failing here is a build
         // defect, not a user error.
         Catalog::parse(CATALOG_YAML).expect("data/catalog.yaml is valid")
     })
+}
+
+/// `catalog`: a newer release catalog file, shared by the modules that plan.
+pub const CATALOG_PARAM: crate::module::Param = crate::module::Param::path("catalog").help(
+    "A release catalog file newer than the compiled-in one (data/catalog.yaml's format), to plan releases published after this build",
+);
+
+/// Reads, validates and adopts a catalog file for the rest of the run (see [`catalog`]). The
+/// file must parse, hold the compiled-in catalog's invariants, be at least as new (`updated`)
+/// and know every release the compiled-in catalog knows. Errors name the parameter.
+pub fn use_file(path: &std::path::Path) -> Result<&'static Catalog, String> {
+    let shown = path.display();
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("catalog: cannot read {shown}: {e}"))?;
+    let given = Catalog::parse(&text).map_err(|e| format!("catalog {shown}: {e}"))?;
+    given
+        .not_older_than(compiled())
+        .map_err(|e| format!("catalog {shown}: {e}"))?;
+    // A second call in one process keeps the first file: the run plans with one catalog.
+    Ok(GIVEN.get_or_init(|| given))
 }
 
 impl Catalog {
@@ -183,23 +248,79 @@ impl Catalog {
         if file.schema != 1 {
             return Err(format!("catalog schema {} is not supported", file.schema));
         }
+        check_date(&file.updated)?;
         file.releases.sort_by(|a, b| a.version.cmp(&b.version));
         let mut embeds = Vec::new();
         for e in &file.operator_embeds {
-            let (a, b) = match e.patches.split_once('-') {
-                Some((a, b)) => (a, b),
-                None => (e.patches.as_str(), e.patches.as_str()),
-            };
-            let parse = |s: &str| {
-                s.trim()
-                    .parse::<u64>()
-                    .map_err(|_| format!("catalog: bad patch range '{}'", e.patches))
-            };
-            embeds.push((e.operator, parse(a)?, parse(b)?, e.calico.clone()));
+            embeds.push(Embeds::parse(e)?);
         }
-        let c = Catalog { file, embeds };
+        let mut c = Catalog { file, embeds };
+        c.derive_operators()?;
         c.check()?;
         Ok(c)
+    }
+
+    /// Sets every release's [`Release::operator`]: the newest patch of its operator line that
+    /// embeds it, or its pin when none does.
+    fn derive_operators(&mut self) -> Result<(), String> {
+        let mut operators = Vec::with_capacity(self.file.releases.len());
+        for r in &self.file.releases {
+            let line = self.operator_line(r.version.minor())?;
+            let newest = self
+                .embeds
+                .iter()
+                .filter(|e| e.operator == line && e.calico == Embedded::Release(r.version.clone()))
+                .map(|e| e.last)
+                .max();
+            operators.push(match newest {
+                Some(p) => Version::new(line.major, line.minor, p),
+                None => r.pinned_operator.clone(),
+            });
+        }
+        for (r, op) in self.file.releases.iter_mut().zip(operators) {
+            r.operator = op;
+        }
+        Ok(())
+    }
+
+    /// The operator minor a Calico minor's releases pin (one per Calico minor: 3.30 pins v1.38).
+    pub fn operator_line(&self, calico: Minor) -> Result<Minor, String> {
+        let mut pins = self.releases_of(calico).map(|r| r.pinned_operator.minor());
+        let first = pins
+            .next()
+            .ok_or_else(|| format!("catalog: Calico {calico} has no release"))?;
+        match pins.find(|m| *m != first) {
+            Some(other) => Err(format!(
+                "catalog: releases of Calico {calico} pin operators of two minors ({first} and {other})"
+            )),
+            None => Ok(first),
+        }
+    }
+
+    /// Refuses a catalog older than `other`, or one that has lost a release `other` knows.
+    fn not_older_than(&self, other: &Catalog) -> Result<(), String> {
+        if self.file.updated < other.file.updated {
+            return Err(format!(
+                "it was updated {}, before the compiled-in catalog ({}): give a newer catalog, or none",
+                self.file.updated, other.file.updated
+            ));
+        }
+        if let Some(missing) = other
+            .releases()
+            .iter()
+            .find(|r| self.release(&r.version).is_none())
+        {
+            return Err(format!(
+                "it does not have Calico {}, which the compiled-in catalog has: a newer catalog keeps every release",
+                missing.version
+            ));
+        }
+        Ok(())
+    }
+
+    /// When the catalog's facts were last checked against upstream (`YYYY-MM-DD`).
+    pub fn updated(&self) -> &str {
+        &self.file.updated
     }
 
     fn check(&self) -> Result<(), String> {
@@ -207,10 +328,10 @@ impl Catalog {
             if !self.file.minors.contains_key(&r.version.minor()) {
                 return Err(format!("catalog: {} has no minor entry", r.version));
             }
-            if r.installable() && self.operator_embeds(&r.operator) != Some(&r.version) {
+            if r.installable() && self.operator_embeds(&r.pinned_operator) != Some(&r.version) {
                 return Err(format!(
                     "catalog: operator {} of {} does not embed it",
-                    r.operator, r.version
+                    r.pinned_operator, r.version
                 ));
             }
         }
@@ -304,10 +425,23 @@ impl Catalog {
     pub fn operator_embeds(&self, operator: &Version) -> Option<&Version> {
         let m = operator.minor();
         let p = operator.patch();
+        match &self
+            .embeds
+            .iter()
+            .find(|e| e.operator == m && (e.first..=e.last).contains(&p))?
+            .calico
+        {
+            Embedded::Release(v) => Some(v),
+            Embedded::Development => None,
+        }
+    }
+
+    /// Whether the catalog knows this operator tag (also those that embed a development build).
+    pub fn knows_operator(&self, operator: &Version) -> bool {
+        let (m, p) = (operator.minor(), operator.patch());
         self.embeds
             .iter()
-            .find(|(om, a, b, _)| *om == m && (*a..=*b).contains(&p))
-            .map(|(_, _, _, c)| c)
+            .any(|e| e.operator == m && (e.first..=e.last).contains(&p))
     }
 
     /// The upstream files an install method applies for a release, in order.
@@ -360,10 +494,55 @@ impl Catalog {
     pub fn seed_rows(&self) -> impl Iterator<Item = (Minor, &SeedRow)> + '_ {
         self.file.seed_matrix.iter().map(|(k, v)| (*k, v))
     }
+}
 
-    /// The installable release whose operator is this one, when a Calico release pins it.
-    pub fn release_shipping_operator(&self, operator: &Version) -> Option<&Release> {
-        self.file.releases.iter().find(|r| &r.operator == operator)
+impl Embeds {
+    fn parse(e: &EmbedRange) -> Result<Self, String> {
+        let (a, b) = match e.patches.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (e.patches.as_str(), e.patches.as_str()),
+        };
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("catalog: bad patch range '{}'", e.patches))
+        };
+        let calico =
+            match e.calico.as_str() {
+                "master" => Embedded::Development,
+                s => Embedded::Release(s.parse().map_err(|err| {
+                    format!("catalog: operator {} embeds '{s}': {err}", e.operator)
+                })?),
+            };
+        let (first, last) = (parse(a)?, parse(b)?);
+        if first > last {
+            return Err(format!("catalog: bad patch range '{}'", e.patches));
+        }
+        Ok(Self {
+            operator: e.operator,
+            first,
+            last,
+            calico,
+        })
+    }
+}
+
+/// A `YYYY-MM-DD` date, which compares correctly as text.
+fn check_date(s: &str) -> Result<(), String> {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    if b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && digits(0..4)
+        && digits(5..7)
+        && digits(8..10)
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "catalog: updated must be a date such as 2026-08-22, got '{s}'"
+        ))
     }
 }
 
@@ -425,6 +604,113 @@ mod tests {
                 r.version
             );
         }
+    }
+
+    #[test]
+    fn each_release_deploys_the_newest_operator_patch_that_embeds_it() {
+        let c = catalog();
+        let deployed = |r: &str| c.release(&v(r)).unwrap().operator.to_string();
+        let pinned = |r: &str| c.release(&v(r)).unwrap().pinned_operator.to_string();
+        assert_eq!(
+            (pinned("v3.30.7"), deployed("v3.30.7")),
+            ("v1.38.13".into(), "v1.38.16".into())
+        );
+        assert_eq!(
+            (pinned("v3.32.1"), deployed("v3.32.1")),
+            ("v1.42.3".into(), "v1.42.4".into())
+        );
+        assert_eq!(deployed("v3.32.0"), "v1.42.2");
+        // v1.32.0-v1.32.2 and odd v1.31 also embed v3.26.1, but 3.26 is the v1.30 line.
+        assert_eq!(deployed("v3.26.1"), "v1.30.6");
+        // v1.39.x embeds v3.30.2 too; odd minors are never deployed.
+        assert_eq!(deployed("v3.30.2"), "v1.38.5");
+        assert_eq!(deployed("v3.31.7"), "v1.40.15");
+        // No patch embeds a release that was never published: the pin stays.
+        assert_eq!(deployed("v3.26.2"), "v1.30.6");
+        assert!(!c.knows_operator(&v("v1.44.0")));
+        assert!(c.knows_operator(&v("v1.41.0")));
+        assert_eq!(c.operator_embeds(&v("v1.41.0")), None);
+    }
+
+    /// The reference file of every upstream operator tag, when this checkout has it.
+    fn operator_embeds_reference() -> Option<String> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/reference/operator-embeds.tsv");
+        let text = std::fs::read_to_string(&path).ok();
+        if text.is_none() {
+            println!("skipping: {} is absent", path.display());
+        }
+        text
+    }
+
+    #[test]
+    fn every_operator_tag_of_the_reference_is_in_the_catalog() {
+        let Some(text) = operator_embeds_reference() else {
+            return;
+        };
+        let c = catalog();
+        let mut rows = 0;
+        for line in text.lines().filter(|l| !l.starts_with('#')).skip(1) {
+            let mut cols = line.split('\t');
+            let (Some(op), Some(calico)) = (cols.next(), cols.next()) else {
+                continue;
+            };
+            rows += 1;
+            let op = v(op);
+            assert!(c.knows_operator(&op), "operator {op} is not in the catalog");
+            let embedded = c.operator_embeds(&op).map(|e| e.to_string());
+            let want = (calico != "master").then(|| calico.to_string());
+            assert_eq!(embedded, want, "operator {op}");
+        }
+        assert!(rows > 180, "{rows} rows read");
+    }
+
+    #[test]
+    fn a_given_catalog_must_be_newer_and_keep_every_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let older = write(
+            "older.yaml",
+            &CATALOG_YAML.replace("updated: \"2026-08-22\"", "updated: \"2026-01-01\""),
+        );
+        let e = use_file(&older).unwrap_err();
+        assert!(e.starts_with("catalog "), "{e}");
+        assert!(
+            e.contains("before the compiled-in catalog (2026-08-22)"),
+            "{e}"
+        );
+        let lost = write(
+            "lost.yaml",
+            &CATALOG_YAML.replace(
+                "  - {version: v3.32.1, date: \"2026-06-24\", operator: v1.42.3}\n",
+                "",
+            ),
+        );
+        assert!(
+            use_file(&lost)
+                .unwrap_err()
+                .contains("does not have Calico v3.32.1")
+        );
+        let bad = write("bad.yaml", "schema: 1\nupdated: yesterday\n");
+        assert!(use_file(&bad).unwrap_err().contains("catalog "));
+        assert!(
+            use_file(&dir.path().join("absent.yaml"))
+                .unwrap_err()
+                .contains("cannot read")
+        );
+        let broken = write(
+            "broken.yaml",
+            &CATALOG_YAML.replace("updated: \"2026-08-22\"", "updated: \"22.08.2026\""),
+        );
+        assert!(
+            use_file(&broken)
+                .unwrap_err()
+                .contains("updated must be a date")
+        );
     }
 
     #[test]

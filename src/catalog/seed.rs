@@ -182,7 +182,7 @@ mod tests {
         let op = d.iter().find(|d| d.field == "operator_version").unwrap();
         assert!(
             op.reason.starts_with(
-                "operator v1.30.9 ships Calico v3.26.4; Calico v3.24.6 ships with operator v1.28.13"
+                "operator v1.30.9 ships Calico v3.26.4; Calico v3.24.6 ships with operator v1.28.15"
             ),
             "{}",
             op.reason
@@ -226,6 +226,6 @@ mod tests {
     fn table_has_a_row_per_minor() {
         let t = comparison_table(catalog());
         assert_eq!(t.lines().count(), 2 + 14);
-        assert!(t.contains("| 1.27 | v3.28.5 | v3.25.0 | v1.34.13 |"));
+        assert!(t.contains("| 1.27 | v3.28.5 | v3.25.0 | v1.34.14 |"));
     }
 }

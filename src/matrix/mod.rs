@@ -35,6 +35,7 @@ pub static SPEC: ModuleSpec = ModuleSpec {
             .choices(&["stepwise", "direct"])
             .help("stepwise: one hop per Calico minor; direct: straight to the target"),
         Param::bool("allow_untested", false).help("Plan combinations upstream has not tested (each one is warned about)"),
+        crate::catalog::CATALOG_PARAM,
         cluster::KUBECONFIG,
         cluster::CONTEXT,
         cluster::VALIDATE_CERTS,
@@ -56,6 +57,10 @@ fn version_arg<T: std::str::FromStr<Err = String>>(
 /// Reads the arguments into a plan request; reads `/version` when the Kubernetes version is
 /// not given.
 pub fn plan_input(m: &mut Module) -> Result<PlanInput, Failure> {
+    // First: everything below plans with the catalog the run was given.
+    if let Some(path) = m.str("catalog") {
+        crate::catalog::use_file(std::path::Path::new(path)).map_err(Failure::new)?;
+    }
     let allow_untested = m.bool("allow_untested");
     let target_kubernetes = version_arg::<KubernetesVersion>(m, "target_kubernetes_version")?;
     let current = version_arg::<Version>(m, "calico_version")?;

@@ -228,7 +228,7 @@ mod tests {
             false,
         )
         .unwrap_err();
-        assert!(e.contains("[1.23] operator v1.30.9 ships Calico v3.26.4; Calico v3.24.6 ships with operator v1.28.13"), "{e}");
+        assert!(e.contains("[1.23] operator v1.30.9 ships Calico v3.26.4; Calico v3.24.6 ships with operator v1.28.15"), "{e}");
         assert!(e.contains("must not be installed"), "{e}");
     }
 

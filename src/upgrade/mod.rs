@@ -9,6 +9,7 @@ pub mod backup;
 pub mod customize;
 pub mod download;
 pub mod manifests;
+pub mod operator;
 pub mod precheck;
 pub mod restore;
 
@@ -67,6 +68,7 @@ pub static SPEC: ModuleSpec = ModuleSpec {
         Param::path("manifest_dir").help("Air-gapped: a local folder with vX.Y.Z/<file> (calico.yaml or calico-typha.yaml, tigera-operator.yaml, ...)"),
         Param::dict("manifest_checksums").help("sha256 per file, keyed by vX.Y.Z/<file> or <file>; verified before anything is applied"),
         Param::str("image_registry").help("A private registry: rewrites manifest images, sets Installation.spec.registry for operator installs"),
+        crate::catalog::CATALOG_PARAM,
         cluster::KUBECONFIG,
         cluster::CONTEXT,
         cluster::VALIDATE_CERTS,
@@ -97,6 +99,10 @@ struct Options {
 
 fn options(m: &mut Module) -> Result<Options, Failure> {
     let bad = |s: String| Failure::new(s);
+    // First: everything below plans with the catalog the run was given.
+    if let Some(path) = m.str("catalog") {
+        crate::catalog::use_file(std::path::Path::new(path)).map_err(bad)?;
+    }
     let timeout = m.int("timeout").unwrap_or(300);
     if timeout <= 0 {
         return Err(bad(format!(
@@ -555,6 +561,13 @@ impl Job {
             }
             _ => target.objects.clone(),
         };
+        if method == InstallMethod::Operator
+            && let Some(release) = catalog().release(&target.version)
+            && let Some(pinned) = operator::pin(&mut objs, &release.operator)
+            && report
+        {
+            self.fact("operator_image", json!(pinned));
+        }
         if let Some(registry) = &self.opts.image_registry {
             let rewrites = customize::rewrite_registry(&mut objs, registry);
             if report {

@@ -49,7 +49,7 @@ pub fn manifest_files(version: &str, method: InstallMethod) -> Result<Vec<(Strin
     for file in catalog().install_files(method, &v) {
         let objects = match file {
             "calico.yaml" => calico_yaml(&v, false),
-            "tigera-operator.yaml" => tigera_operator_yaml(&v, &release.operator),
+            "tigera-operator.yaml" => tigera_operator_yaml(&v, &release.pinned_operator),
             "operator-crds.yaml" => operator_crds(&v),
             other => return Err(anyhow!("no generator for {other}")),
         };
