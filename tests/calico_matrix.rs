@@ -310,6 +310,132 @@ fn bridge_versions_for_each_kubernetes_upgrade() {
     );
 }
 
+impl Data {
+    fn tested(&self, calico: &str, kubernetes: &str) -> bool {
+        self.tested
+            .iter()
+            .any(|(m, ks)| m == calico && ks.iter().any(|k| k == kubernetes))
+    }
+
+    /// Every Calico minor, oldest first.
+    fn minors(&self) -> Vec<String> {
+        let mut m: Vec<String> = self.tested.iter().map(|(m, _)| m.clone()).collect();
+        m.sort_by_key(|m| m.split('.').nth(1).unwrap().parse::<u64>().unwrap());
+        m
+    }
+
+    /// The latest installable release of a Calico minor.
+    fn latest(&self, minor: &str) -> Option<semver::Version> {
+        self.releases
+            .iter()
+            .filter(|(v, _, ok)| *ok && format!("{}.{}", v.major, v.minor) == minor)
+            .map(|(v, _, _)| v.clone())
+            .max()
+    }
+}
+
+/// Every Kubernetes minor step 1.23 -> 1.24 ... 1.36 -> 1.37, with the latest installable
+/// patch of every Calico minor as the running release: the bridge the planner names is the
+/// one the catalog data says, the no-bridge cases fail (or, with allow_untested, say so), and
+/// the summary line never contradicts the warnings.
+#[test]
+fn the_bridge_for_every_kubernetes_step_and_every_running_minor() {
+    let d = data();
+    let (mut needed, mut none_needed, mut impossible) = (0, 0, 0);
+    for from_minor in 23..=36 {
+        let (from, to) = (format!("1.{from_minor}"), format!("1.{}", from_minor + 1));
+        for minor in d.minors() {
+            let running = d.latest(&minor).unwrap();
+            let args = json!({"kubernetes_version": from, "target_kubernetes_version": to,
+                "calico_version": format!("v{running}"), "target_calico_version": format!("v{running}"),
+                "allow_untested": from_minor == 36});
+            let ctx = format!("{from} -> {to} running v{running}");
+            let expected = if d.tested(&minor, &from) && d.tested(&minor, &to) {
+                Some(None)
+            } else {
+                d.minors()
+                    .into_iter()
+                    .filter(|m| d.tested(m, &from) && d.tested(m, &to))
+                    .filter_map(|m| d.latest(&m))
+                    .filter(|v| v >= &running)
+                    .max()
+                    .map(|v| Some(format!("v{v}")))
+            };
+            let (out, code) = run(args.clone());
+            let summary = out["msg"].as_str().unwrap_or("").to_string();
+            let warnings = out["warnings"].to_string();
+            match expected {
+                Some(None) => {
+                    assert_eq!(code, 0, "{ctx}: {out:#}");
+                    let f = &out["ansible_facts"]["calico_matrix"];
+                    assert_eq!(f["bridge_version"], Value::Null, "{ctx}");
+                    assert!(summary.contains(&format!("Kubernetes {to} needs no Calico bridge (v{running} is tested on {from} and {to})")), "{ctx}: {summary}");
+                    assert!(!warnings.contains("bridge"), "{ctx}: {warnings}");
+                    none_needed += 1;
+                }
+                Some(Some(bridge)) => {
+                    assert_eq!(code, 0, "{ctx}: {out:#}");
+                    let f = &out["ansible_facts"]["calico_matrix"];
+                    assert_eq!(f["bridge_version"], json!(bridge), "{ctx}");
+                    assert!(
+                        summary.contains(&format!("before Kubernetes {to}: Calico {bridge}")),
+                        "{ctx}: {summary}"
+                    );
+                    assert!(!summary.contains("needs no Calico bridge"), "{ctx}");
+                    needed += 1;
+                }
+                None if from_minor == 36 => {
+                    // Nothing is tested on 1.37: with allow_untested the plan names an untested
+                    // bridge and says so, in the summary and the warnings alike.
+                    assert_eq!(code, 0, "{ctx}: {out:#}");
+                    let f = &out["ansible_facts"]["calico_matrix"];
+                    assert_eq!(f["kubernetes_path"][0]["bridge_untested"], true, "{ctx}");
+                    assert!(
+                        summary.contains("no release is tested on both"),
+                        "{ctx}: {summary}"
+                    );
+                    assert!(
+                        warnings.contains("no Calico bridge exists for Kubernetes 1.36 -> 1.37"),
+                        "{ctx}: {warnings}"
+                    );
+                    impossible += 1;
+                }
+                None => {
+                    assert_eq!(code, 1, "{ctx}: {out:#}");
+                    assert!(
+                        summary.starts_with(&format!("no Calico bridge exists for Kubernetes {from} -> {to}: Calico v{running} runs")),
+                        "{ctx}: {summary}"
+                    );
+                    impossible += 1;
+                }
+            }
+        }
+    }
+    // Every kind of answer occurs: the table above is not vacuous.
+    assert!(
+        needed > 20 && none_needed > 20 && impossible > 10,
+        "{needed} {none_needed} {impossible}"
+    );
+}
+
+#[test]
+fn the_bridge_is_counted_from_the_release_running_now_not_from_the_planned_path() {
+    // v3.27.5 is not tested on 1.30; the path to the 1.29 recommendation ends on v3.29.7, which
+    // is. The bridge is still v3.29.7: it must run before kubeadm moves.
+    let f = facts(
+        json!({"kubernetes_version": "1.29", "target_kubernetes_version": "1.30",
+        "calico_version": "v3.27.5"}),
+    );
+    assert_eq!(f["bridge_version"], "v3.29.7", "{f:#}");
+    assert_eq!(f["bridge_operator_version"], "v1.36.16", "{f:#}");
+    // A release newer than any tested on both minors: no bridge exists, and the plan says so.
+    let msg = failure(
+        json!({"kubernetes_version": "1.30", "target_kubernetes_version": "1.31",
+        "calico_version": "v3.30.7", "allow_untested": false}),
+    );
+    assert!(msg.starts_with("no Calico bridge exists for Kubernetes 1.30 -> 1.31: Calico v3.30.7 runs, and no installable release at or above it is tested on both 1.30 and 1.31 (tested on both: 3.29)"), "{msg}");
+}
+
 /// The compiled-in catalog with one more release: v3.32.2, pinning and embedded by operator
 /// v1.42.5, as a catalog published after this build would have it.
 fn newer_catalog(dir: &Path) -> std::path::PathBuf {

@@ -171,6 +171,44 @@ fn a_second_run_changes_nothing_and_writes_nothing() {
 }
 
 #[test]
+fn a_forced_untested_upgrade_then_runs_with_and_without_force_write_nothing() {
+    // Neither 3.28 nor 3.29 is tested on Kubernetes 1.33: the upgrade needs force.
+    let c = SimCluster::start(
+        "kubernetes_version: v1.33.5\nnodes: {count: 3}\ncalico: {version: v3.28.5}\ntiming: {time_scale: 0.05}\n",
+        &["v3.28.5", "v3.29.7"],
+    );
+    let unforced = c.refused_upgrade(json!({"target_version": "v3.29.7"}));
+    assert!(
+        unforced.contains("not tested on Kubernetes 1.33"),
+        "{unforced}"
+    );
+    let forced = c.upgrade_args(json!({"target_version": "v3.29.7", "force": true}));
+    let (out, code) = run(BIN, &forced);
+    assert_eq!((code, &out["changed"]), (0, &json!(true)), "{out:#}");
+    assert_eq!(c.backups().len(), 1);
+
+    for args in [forced, c.upgrade_args(json!({"target_version": "v3.29.7"}))] {
+        c.handle.faults().reset_counters();
+        let (out, code) = run(BIN, &args);
+        assert_eq!(code, 0, "{args}: {out:#}");
+        assert_eq!(out["changed"], false, "{args}: {out:#}");
+        assert_eq!(
+            out["msg"], "Calico v3.29.7 already runs: nothing to do",
+            "{out:#}"
+        );
+        assert!(
+            out["warnings"]
+                .to_string()
+                .contains("not tested on Kubernetes 1.33"),
+            "{out:#}"
+        );
+        let counters = c.handle.faults().counters();
+        assert_eq!(counters.total_writes, 0, "{args}: {:#?}", counters.writes);
+        assert_eq!(c.backups().len(), 1, "{args}");
+    }
+}
+
+#[test]
 fn check_mode_writes_nothing_and_the_diff_names_the_objects() {
     let c = SimCluster::start(PLAIN_3_27, &["v3.27.5", "v3.28.5"]);
     c.handle.faults().reset_counters();

@@ -129,11 +129,16 @@ pub struct KubernetesStep {
     pub from: Minor,
     /// The minor it moves to.
     pub to: Minor,
-    /// The Calico release to be on before the control plane moves; null when what runs then is
-    /// already tested on both minors.
+    /// The Calico release that must run before the control plane moves, counted from the release
+    /// running when the step starts (for the first step: the release running now). Null only
+    /// when that release is already tested on both minors; otherwise the latest installable
+    /// patch of the newest Calico minor tested on both, at or above it.
     pub bridge_version: Option<Version>,
     /// Its operator.
     pub bridge_operator_version: Option<Version>,
+    /// The bridge is not tested on both minors: none is, and `allow_untested` planned it anyway.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub bridge_untested: bool,
     /// The Calico release to move to once the step is done.
     pub recommended_version: Version,
     /// Its operator.
@@ -264,9 +269,20 @@ impl Plan {
             (None, _) => {}
         }
         if let Some(step) = self.bridge() {
-            match &step.bridge_version {
-                Some(b) => s.push_str(&format!("; before Kubernetes {}: Calico {b}", step.to)),
-                None => s.push_str(&format!("; Kubernetes {} needs no Calico bridge", step.to)),
+            match (&step.bridge_version, &self.current) {
+                (Some(b), _) if step.bridge_untested => s.push_str(&format!(
+                    "; before Kubernetes {}: Calico {b}, untested on {} or {} (no release is tested on both)",
+                    step.to, step.from, step.to
+                )),
+                (Some(b), _) => s.push_str(&format!("; before Kubernetes {}: Calico {b}", step.to)),
+                (None, Some(cur)) => s.push_str(&format!(
+                    "; Kubernetes {} needs no Calico bridge ({cur} is tested on {} and {})",
+                    step.to, step.from, step.to
+                )),
+                (None, None) => s.push_str(&format!(
+                    "; give the running Calico to know the bridge before Kubernetes {}",
+                    step.to
+                )),
             }
         }
         s
@@ -342,12 +358,14 @@ pub fn row_for(
     })
 }
 
-/// Resolves a pinned or recommended target and checks it may be installed on `k`.
+/// Resolves a pinned or recommended target and checks it may be installed on `k`; a pin the
+/// cluster already runs (`current`) is no install, so it is not refused for being untested.
 fn resolve_target(
     c: &Catalog,
     k: Minor,
     row: &Row,
     pin: Option<&CalicoTarget>,
+    current: Option<&Version>,
     allow_untested: bool,
     warnings: &mut Vec<String>,
 ) -> Result<Version, String> {
@@ -374,10 +392,14 @@ fn resolve_target(
             target.minor(),
             list(&c.tested_minors(k))
         );
-        if !allow_untested {
+        if current == Some(&target) {
+            // Nothing is installed: the pin only says to stay where the cluster already is.
+            warnings.push(format!("{msg}; it already runs, so nothing is planned"));
+        } else if !allow_untested {
             return Err(format!("{msg}; set allow_untested to plan it anyway"));
+        } else {
+            warnings.push(format!("{msg}: planned because allow_untested is set"));
         }
-        warnings.push(format!("{msg}: planned because allow_untested is set"));
     }
     Ok(target)
 }
@@ -437,37 +459,25 @@ pub fn upgrade_path(
     hops
 }
 
-/// Plans Kubernetes steps from `k` to `target`, one minor at a time, with bridges.
+/// Plans Kubernetes steps from `k` to `target`, one minor at a time, with bridges counted from
+/// `running`, the release running now.
 fn kubernetes_path(
     c: &Catalog,
     input: &PlanInput,
     k: Minor,
     target: Minor,
-    start: Option<Version>,
+    running: Option<Version>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<KubernetesStep>, String> {
     let mut steps = Vec::new();
-    let mut running = start;
+    let mut running = running;
     let mut from = k;
     while from < target {
         let to = from.next();
         let next_row = row_for(c, to, input.matrix.as_ref(), input.allow_untested, warnings)?;
-        let already = running
-            .as_ref()
-            .is_some_and(|v| c.is_tested(v.minor(), from) && c.is_tested(v.minor(), to));
-        let bridge = if already {
-            None
-        } else {
-            match c.newest_tested_on_both(from, to, running.as_ref()) {
-                Some(r) => Some(r.version.clone()),
-                None => {
-                    warnings.push(match &running {
-                        Some(v) => format!("no installable Calico release at or above {v} is tested on both Kubernetes {from} and {to}"),
-                        None => format!("no Calico release is tested on both Kubernetes {from} and {to}"),
-                    });
-                    None
-                }
-            }
+        let (bridge, bridge_untested) = match &running {
+            None => (None, false),
+            Some(v) => bridge(c, from, to, v, input.allow_untested, warnings)?,
         };
         if let Some(b) = &bridge {
             running = Some(b.clone());
@@ -483,6 +493,7 @@ fn kubernetes_path(
             to,
             bridge_operator_version: bridge.as_ref().and_then(operator_of),
             bridge_version: bridge,
+            bridge_untested,
             operator_version: operator_of(&after).unwrap_or_else(|| next_row.operator.clone()),
             recommended_version: after.clone(),
         });
@@ -490,6 +501,52 @@ fn kubernetes_path(
         from = to;
     }
     Ok(steps)
+}
+
+/// The release that must run before kubeadm moves from `from` to `to` while `running` runs:
+/// `None` when `running` is tested on both; else the latest installable patch of the newest
+/// Calico minor tested on both, at or above `running`. When there is none that is an error,
+/// unless `allow_untested`: then the newest installable release at or above `running` tested on
+/// `to` (or `running` itself) is named, flagged untested, and warned about.
+fn bridge(
+    c: &Catalog,
+    from: Minor,
+    to: Minor,
+    running: &Version,
+    allow_untested: bool,
+    warnings: &mut Vec<String>,
+) -> Result<(Option<Version>, bool), String> {
+    if c.is_tested(running.minor(), from) && c.is_tested(running.minor(), to) {
+        return Ok((None, false));
+    }
+    if let Some(r) = c.newest_tested_on_both(from, to, Some(running)) {
+        return Ok((Some(r.version.clone()), false));
+    }
+    let on_both = list(
+        &c.calico_minors()
+            .filter(|m| c.is_tested(*m, from) && c.is_tested(*m, to))
+            .collect::<Vec<_>>(),
+    );
+    let why = format!(
+        "no Calico bridge exists for Kubernetes {from} -> {to}: Calico {running} runs, and no installable release at or above it is tested on both {from} and {to} (tested on both: {on_both}); kubeadm must not move to {to} with this Calico"
+    );
+    if !allow_untested {
+        return Err(format!(
+            "{why}; set allow_untested to plan an untested bridge anyway"
+        ));
+    }
+    let fallback = c
+        .calico_minors()
+        .filter(|m| c.is_tested(*m, to))
+        .filter_map(|m| c.latest_installable(m))
+        .filter(|r| &r.version >= running)
+        .map(|r| r.version.clone())
+        .last()
+        .unwrap_or_else(|| running.clone());
+    warnings.push(format!(
+        "{why}: planned {fallback} as the bridge because allow_untested is set"
+    ));
+    Ok((Some(fallback), true))
 }
 
 /// Builds the whole plan.
@@ -508,6 +565,7 @@ pub fn plan(c: &Catalog, input: &PlanInput) -> Result<Plan, String> {
         k,
         &row,
         input.target.as_ref(),
+        input.current.as_ref(),
         input.allow_untested,
         &mut warnings,
     )?;
@@ -557,11 +615,7 @@ pub fn plan(c: &Catalog, input: &PlanInput) -> Result<Plan, String> {
                 input.kubernetes.plain()
             ));
         }
-        let after_path = path
-            .last()
-            .map(|h| h.version.clone())
-            .or_else(|| input.current.clone());
-        kube_path = kubernetes_path(c, input, k, tk.minor, after_path, &mut warnings)?;
+        kube_path = kubernetes_path(c, input, k, tk.minor, input.current.clone(), &mut warnings)?;
     }
 
     // Advisories concern every release this plan installs, Calico hops and bridges alike.

@@ -56,7 +56,7 @@ pub static SPEC: ModuleSpec = ModuleSpec {
             .help("stepwise: one hop per Calico minor; direct: straight to the target"),
         Param::dict("matrix").help("A version matrix override in the seed's format (see calico_matrix)"),
         Param::bool("force", false).help(
-            "Allow an untested pair, a re-apply of the running version, or failed blocking pre-checks; never skips the backup or the health checks; every override is named in warnings",
+            "Allow an untested pair or failed blocking pre-checks; never skips the backup or the health checks, and a cluster already at the target is left alone; every override is named in warnings",
         ),
         Param::bool("backup", true).help("Back up every Calico object before the first change"),
         Param::path("backup_dir").default_str("~/.k8s-calico/backups").help("Where backups are written (on the host running the module)"),
@@ -398,30 +398,22 @@ impl Job {
         self.fact("backup_path", Value::Null);
         self.fact("hops", json!([]));
 
-        let mut path: Vec<Version> = plan.path.iter().map(|h| h.version.clone()).collect();
+        let path: Vec<Version> = plan.path.iter().map(|h| h.version.clone()).collect();
         let everywhere = install.running.len() == 1 && install.running.contains_key(&plan.target);
         if path.is_empty() {
-            if self.opts.force && current == plan.target {
-                self.warn(format!(
-                    "force: re-applying Calico {current}, which already runs"
-                ));
-                path.push(plan.target.clone());
+            // Nothing to install, force or not: no lock, no backup, not one write.
+            let msg = if current > plan.target {
+                format!(
+                    "Calico {current} runs, newer than the target {}: nothing to do (never downgraded)",
+                    plan.target
+                )
+            } else if everywhere || !install.mixed() {
+                format!("Calico {current} already runs: nothing to do")
             } else {
-                let msg = if current > plan.target {
-                    format!(
-                        "Calico {current} runs, newer than the target {}: nothing to do (never downgraded)",
-                        plan.target
-                    )
-                } else if everywhere || !install.mixed() {
-                    format!("Calico {current} already runs: nothing to do")
-                } else {
-                    format!("Calico {current} is the target: nothing to do")
-                };
-                self.fact("planned_hops", json!([]));
-                return Ok(
-                    Outcome::ok(msg).fact("calico_upgrade", Value::Object(self.facts.clone()))
-                );
-            }
+                format!("Calico {current} is the target: nothing to do")
+            };
+            self.fact("planned_hops", json!([]));
+            return Ok(Outcome::ok(msg).fact("calico_upgrade", Value::Object(self.facts.clone())));
         }
         self.fact("planned_hops", json!(plan.path));
         if let Some(ts) = &plan
