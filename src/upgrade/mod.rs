@@ -495,8 +495,7 @@ impl Job {
         }
 
         let holder = lock::holder_identity();
-        let lease_time = self.opts.timeout * (path.len() as u32 + 2) + Duration::from_secs(300);
-        let mut lock = Lock::acquire(&client, &holder, lease_time)
+        let lock = Lock::acquire(&client, &holder)
             .await
             .map_err(Failure::from)?;
         let result = self
@@ -507,7 +506,7 @@ impl Job {
                 &current,
                 base,
                 releases,
-                &mut lock,
+                &lock,
             )
             .await;
         if let Err(e) = lock.release().await {
@@ -650,7 +649,7 @@ impl Job {
         current: &Version,
         base: Option<Release>,
         releases: Vec<Release>,
-        lock: &mut Lock,
+        lock: &Lock,
     ) -> Result<Outcome, Failure> {
         let backup = if self.opts.backup {
             let dir = PathBuf::from(module::expand_path(&self.opts.backup_dir.to_string_lossy()));
@@ -710,6 +709,7 @@ impl Job {
                             &release.version,
                             why,
                             backup.as_ref(),
+                            lock,
                         )
                         .await);
                 }
@@ -745,9 +745,9 @@ impl Job {
         method: InstallMethod,
         previous: Option<&Release>,
         release: &Release,
-        lock: &mut Lock,
+        lock: &Lock,
     ) -> Result<Vec<Applied>> {
-        lock.renew().await?;
+        lock.held()?;
         let live = self
             .live_objects(client, previous, release)
             .await
@@ -770,6 +770,7 @@ impl Job {
     }
 
     /// Restores the backup after a failed hop and builds the failure to return.
+    #[allow(clippy::too_many_arguments)]
     async fn after_failure(
         &mut self,
         client: &Client,
@@ -778,12 +779,25 @@ impl Job {
         hop: &Version,
         why: anyhow::Error,
         backup: Option<&(PathBuf, backup::Index)>,
+        lock: &Lock,
     ) -> Failure {
         let base = format!("upgrade to {hop} failed: {why}");
         if !self.opts.rollback_on_failure {
             return fail(format!(
                 "{base}; rollback_on_failure is false, so the cluster was left as it is"
             ));
+        }
+        if let Err(lost) = lock.held() {
+            // Another run may be working on the cluster now: a restore would undo its work.
+            let mut f = fail(format!(
+                "{base}; not rolled back because {lost}{}",
+                backup
+                    .map(|(p, _)| format!("; the backup is {}", p.display()))
+                    .unwrap_or_default()
+            ));
+            f.changed = true;
+            f.extra.insert("rolled_back".into(), json!(false));
+            return f;
         }
         let Some((path, index)) = backup else {
             return fail(format!(
@@ -895,17 +909,12 @@ impl Job {
             .fact("calico_upgrade", Value::Object(self.facts.clone())));
         }
         let holder = lock::holder_identity();
-        let mut lock = Lock::acquire(
-            &client,
-            &holder,
-            self.opts.timeout + Duration::from_secs(300),
-        )
-        .await
-        .map_err(Failure::from)?;
+        let lock = Lock::acquire(&client, &holder)
+            .await
+            .map_err(Failure::from)?;
         let result = self
             .restore_and_verify(&client, method, &version, &path, &index)
             .await;
-        let _ = lock.renew().await;
         if let Err(e) = lock.release().await {
             self.warn(format!(
                 "the lock was not released ({e}); it expires by itself"
