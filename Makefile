@@ -1,4 +1,4 @@
-# k8s-calico. `make demo` and `make test` are all a fresh machine needs (Rust, Python 3, apt).
+# k8s-calico. `make demo` and `make test` are all a fresh machine needs (Rust, Go, Python 3, apt).
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := build
@@ -14,7 +14,15 @@ ANSIBLE_PLAYBOOK := $(VENV)/bin/ansible-playbook
 APT_INSTALL = SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	$$SUDO apt-get install -y -q $(1) || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q $(1); }
 
-.PHONY: build venv test-tools test lint demo dist bench clean help
+# The real control plane (tests/realplane): binaries built from Go modules into a cache
+# outside the checkout, keyed by their inputs; `make cluster-up` state in .cluster/.
+CONTROLPLANE_BUILD := tests/realplane/binaries/build.sh
+CONTROLPLANE_BIN = $(shell bash $(CONTROLPLANE_BUILD) --print-dir)
+CLUSTER_DIR   := $(CURDIR)/.cluster
+CLUSTER_NODES ?= 5
+REALPLANE     := target/debug/realplane
+
+.PHONY: build venv test-tools test lint demo dist bench clean help controlplane cluster-up cluster-down
 
 help:
 	@echo "make          build the modules (release) into $(LIBRARY)"
@@ -22,6 +30,10 @@ help:
 	@echo "make test     every test: fmt, clippy, cargo tests, Ansible runs"
 	@echo "make dist     static musl build of the modules into dist/"
 	@echo "make bench    benchmarks, rewriting docs/benchmarks.md"
+	@echo "make cluster-up    a real control plane (etcd, kube-apiserver, controller-manager,"
+	@echo "                   scheduler, CLUSTER_NODES kwok nodes); writes .cluster/kubeconfig"
+	@echo "make cluster-down  stop it"
+	@echo "make controlplane  build (once, cached) the control plane's binaries from Go modules"
 
 ## Release binaries beside their sidecar documentation, where the role finds them.
 build:
@@ -50,11 +62,34 @@ lint: venv
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/ansible-lint --offline --format=pep8 ansible/roles playbooks
 
 ## Everything CI checks. The Ansible end-to-end tests are Rust tests that drive the real
-## ansible-playbook from the virtualenv; K8S_CALICO_NO_SKIP makes every test whose tools are
-## missing fail instead of skip.
-test: venv test-tools lint
+## ansible-playbook from the virtualenv; the end-to-end tests run on the real control plane
+## (built first, cached). K8S_CALICO_NO_SKIP makes every test whose tools are missing fail
+## instead of skip.
+test: venv test-tools lint controlplane
 	K8S_CALICO_VENV=$(CURDIR)/$(VENV) K8S_CALICO_NO_SKIP=1 \
+		K8S_CALICO_CONTROLPLANE_BIN=$(CONTROLPLANE_BIN) \
 		$(CARGO) test --locked --workspace
+
+## The control plane's binaries: kube-apiserver, kube-controller-manager, kube-scheduler and
+## kubectl (k8s.io/kubernetes), etcd and kwok, from the Go module proxy. About ten minutes of
+## two cores the first time; afterwards a hash check (nothing is rebuilt for Rust changes).
+controlplane:
+	@command -v go >/dev/null || { echo "make: Go 1.26 or newer is needed to build the control plane (https://go.dev/dl/)" >&2; exit 1; }
+	@nice -n 10 bash $(CONTROLPLANE_BUILD) >/dev/null
+
+## A real control plane like a user's: etcd, kube-apiserver (TLS, certificates and tokens, RBAC,
+## 127.0.0.1 only), controller-manager, scheduler and kwok with CLUSTER_NODES nodes (one
+## control-plane node). Returns once every node is Ready.
+cluster-up: controlplane
+	$(CARGO) build --locked -p realplane --bin realplane
+	@K8S_CALICO_CONTROLPLANE_BIN=$(CONTROLPLANE_BIN) $(REALPLANE) up --dir $(CLUSTER_DIR) --nodes $(CLUSTER_NODES) >/dev/null
+	@ln -sfn $(CONTROLPLANE_BIN) $(CLUSTER_DIR)/bin
+	@echo "$(CLUSTER_DIR)/kubeconfig"
+	@echo "  export KUBECONFIG=$(CLUSTER_DIR)/kubeconfig PATH=$(CLUSTER_DIR)/bin:\$$PATH   # its kubectl"
+
+cluster-down:
+	@[ -x $(REALPLANE) ] || $(CARGO) build --locked -p realplane --bin realplane
+	$(REALPLANE) down --dir $(CLUSTER_DIR)
 
 ## The demo: kubesim runs a simulated five-node cluster (inventory/demo/cluster.yaml) and the real
 ## playbook upgrades its Calico end to end. DEMO_KEEP=1 leaves the simulator running.
@@ -88,4 +123,4 @@ $(BENCH_VENV)/.installed: tests/bench/requirements.txt
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV) dist .demo $(addprefix $(LIBRARY)/,$(MODULES))
+	rm -rf $(VENV) dist .demo .cluster $(addprefix $(LIBRARY)/,$(MODULES))
