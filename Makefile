@@ -22,7 +22,7 @@ CLUSTER_DIR   := $(CURDIR)/.cluster
 CLUSTER_NODES ?= 5
 REALPLANE     := target/debug/realplane
 
-.PHONY: build venv test-tools test lint demo dist bench clean help controlplane cluster-up cluster-down
+.PHONY: build venv test-tools hostroot test lint demo dist bench clean help controlplane cluster-up cluster-down
 
 help:
 	@echo "make          build the modules (release) into $(LIBRARY)"
@@ -49,12 +49,23 @@ $(VENV)/.installed: tests/ansible/requirements.txt
 	$(VENV)/bin/python -m pip install --quiet -r tests/ansible/requirements.txt
 	@touch $@
 
-## The tools the probe script uses in the agnhost image, for its loopback test.
-TEST_PACKAGES := curl netcat-openbsd bind9-dnsutils
+## The tools the probe script uses in the agnhost image, for its loopback test, and those the
+## package tests build their repository and Debian root with (dpkg-deb, apt-ftparchive, gpg,
+## debootstrap).
+TEST_PACKAGES := curl netcat-openbsd bind9-dnsutils apt-utils gpg debootstrap
 test-tools:
-	@if ! command -v curl >/dev/null || ! command -v nc >/dev/null || ! command -v nslookup >/dev/null; then \
+	@if ! command -v curl >/dev/null || ! command -v nc >/dev/null || ! command -v nslookup >/dev/null \
+		|| ! command -v apt-ftparchive >/dev/null || ! command -v gpg >/dev/null || ! command -v debootstrap >/dev/null; then \
 		$(call APT_INSTALL,$(TEST_PACKAGES)); \
 	fi
+
+## The Debian root the package tests treat as a host (tests/hostroot/build.sh: debootstrap, about
+## 3 minutes once), cached outside the checkout under the hash of the script that builds it.
+HOSTROOT_CACHE ?= $(HOME)/.cache/k8s-calico
+HOSTROOT := $(HOSTROOT_CACHE)/hostroot-$(shell sha256sum tests/hostroot/build.sh | cut -c1-12).tar
+hostroot: $(HOSTROOT)
+$(HOSTROOT): | test-tools
+	tests/hostroot/build.sh $@
 
 lint: venv
 	$(CARGO) fmt --all -- --check
@@ -65,8 +76,8 @@ lint: venv
 ## ansible-playbook from the virtualenv; the end-to-end tests run on the real control plane
 ## (built first, cached). K8S_CALICO_NO_SKIP makes every test whose tools are missing fail
 ## instead of skip.
-test: venv test-tools lint controlplane
-	K8S_CALICO_VENV=$(CURDIR)/$(VENV) K8S_CALICO_NO_SKIP=1 \
+test: venv test-tools hostroot lint controlplane
+	K8S_CALICO_VENV=$(CURDIR)/$(VENV) K8S_CALICO_NO_SKIP=1 K8S_CALICO_HOSTROOT=$(HOSTROOT) \
 		K8S_CALICO_CONTROLPLANE_BIN=$(CONTROLPLANE_BIN) \
 		$(CARGO) test --locked --workspace
 

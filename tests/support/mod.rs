@@ -4,3 +4,5 @@
 pub mod ansible;
 pub mod cluster;
 pub mod module;
+pub mod hostroot;
+pub mod pkgrepo;
