@@ -37,7 +37,10 @@ fn world(version: &str) -> Option<World> {
 
 impl World {
     fn run(&self, target: &str, extra: &[&str]) -> std::process::Output {
-        let repository = format!("k8s_upgrade_package_repository={}", self.repo.url_template());
+        let repository = format!(
+            "k8s_upgrade_package_repository={}",
+            self.repo.url_template()
+        );
         let target = format!("k8s_target_version={target}");
         let mut args = vec![
             "-i",
@@ -124,8 +127,8 @@ fn a_minor_upgrade_switches_the_repository_installs_and_holds_and_is_idempotent(
     );
     // The source is the 1.28 repository in deb822, signed by its key; the guide's one-line
     // source for 1.27 is set aside, kept.
-    let sources = std::fs::read_to_string(w.host.file("/etc/apt/sources.list.d/kubernetes.sources"))
-        .unwrap();
+    let sources =
+        std::fs::read_to_string(w.host.file("/etc/apt/sources.list.d/kubernetes.sources")).unwrap();
     assert!(
         sources.contains(&format!("URIs: {}", w.repo.url("1.28"))),
         "{sources}"
@@ -135,7 +138,11 @@ fn a_minor_upgrade_switches_the_repository_installs_and_holds_and_is_idempotent(
         sources.contains("Signed-By: /etc/apt/keyrings/kubernetes.asc"),
         "{sources}"
     );
-    assert!(!w.host.file("/etc/apt/sources.list.d/kubernetes.list").exists());
+    assert!(
+        !w.host
+            .file("/etc/apt/sources.list.d/kubernetes.list")
+            .exists()
+    );
     let kept = std::fs::read_to_string(
         w.host
             .file("/etc/apt/sources.list.d/kubernetes.list.k8s-upgrade.bak"),
@@ -169,7 +176,10 @@ fn a_patch_upgrade_is_previewed_by_apt_itself_and_a_missing_version_fails_clearl
     let out = w.run("1.28.15", &[]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
-    assert_eq!(w.kubernetes_packages()[1], row("kubeadm", "1.28.15-1.1", "hold"));
+    assert_eq!(
+        w.kubernetes_packages()[1],
+        row("kubeadm", "1.28.15-1.1", "hold")
+    );
 
     // A version the repository does not have: apt's own message, nothing changed.
     let before = w.package_state();

@@ -1,22 +1,26 @@
 //! The Kubernetes phases of `playbooks/upgrade.yml` end to end: the real `ansible-playbook` on a
-//! four-host local inventory (cp1, cp2, w1, w2) against a simulated cluster (kubesim) with the
-//! same nodes. kubectl is the real one; kubeadm, apt-get, apt-mark, dnf and systemctl are
-//! per-host wrappers around `tests/fixtures/kubeadm-standin`, which records every call (with
-//! what the cluster looked like at that moment) and moves kubesim's versions as the real tools
-//! would move a cluster's.
+//! four-host inventory (cp1, cp2, w1, w2) against a simulated cluster (kubesim) with the same
+//! nodes. Each host is a Debian root of the test's own (`support::hostroot`, reached through the
+//! chroot connection) set up as kubeadm's install guide leaves a 1.28 host, with real apt against
+//! a local copy of the community repositories (`support::pkgrepo`). kubectl is the real one; the
+//! dummy kubeadm and the root's systemctl (no systemd runs in a chroot) hand their calls to
+//! `tests/fixtures/kubeadm-standin`, which records them (with what the cluster looked like at
+//! that moment) and moves kubesim's versions as the real tools would move a cluster's.
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::Output;
 
 use serde::Deserialize;
 use serde_json::Value;
 use support::ansible::{Workspace, recap, text};
 use support::cluster::SimCluster;
+use support::hostroot::{self, HostRoot};
+use support::pkgrepo::PkgRepo;
 
 const HOSTS: [&str; 4] = ["cp1", "cp2", "w1", "w2"];
-const TOOLS: [&str; 5] = ["kubeadm", "apt-get", "apt-mark", "dnf", "systemctl"];
+/// Where the stand-in's log is inside each root.
+const LOG: &str = "/var/log/k8s-calico-standin.log";
 
 /// Kubernetes 1.28 with Calico v3.26.5, which is tested on 1.28 but not on 1.29: Calico must
 /// move before the control plane does (the plan for 1.28 takes it to v3.28.5, tested on both
@@ -57,11 +61,12 @@ impl Call {
     }
 }
 
-/// A workspace with the four-host inventory, its stand-ins, and the cluster they talk to.
+/// A workspace with the four-host inventory, its roots, the repositories and the cluster.
 struct Phases {
     ws: Workspace,
     c: SimCluster,
-    log: PathBuf,
+    roots: Vec<HostRoot>,
+    _repo: PkgRepo,
 }
 
 fn workspace() -> Option<Workspace> {
@@ -72,33 +77,83 @@ fn workspace() -> Option<Workspace> {
     ])
 }
 
+fn write_exec(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A root for `host`: Kubernetes 1.28.15 from the 1.28 repository, the stand-in behind kubeadm
+/// and systemctl, the real kubectl and the cluster's kubeconfig at the same path as outside.
+fn host_root(host: &str, repo: &PkgRepo, c: &SimCluster) -> HostRoot {
+    let root = HostRoot::new();
+    root.install_kubernetes(repo, "1.28.15");
+    let standin = "/usr/local/lib/k8s-calico-test/kubeadm-standin";
+    std::fs::create_dir_all(root.file(standin).parent().unwrap()).unwrap();
+    std::fs::copy(
+        support::ansible::repo().join("tests/fixtures/kubeadm-standin"),
+        root.file(standin),
+    )
+    .unwrap();
+    let env = format!(
+        "export STANDIN_NODE='{host}' STANDIN_LOG='{LOG}' KUBESIM_URL='{}' KUBESIM_TOKEN='{}'",
+        c.handle.url(),
+        c.handle.token()
+    );
+    write_exec(
+        &root.file("/etc/k8s-calico-test/kubeadm-hook"),
+        &format!("#!/bin/sh\n{env} STANDIN_TOOL=kubeadm\nexec python3 {standin} \"$@\"\n"),
+    );
+    std::fs::remove_file(root.file("/usr/bin/systemctl")).unwrap();
+    write_exec(
+        &root.file("/usr/bin/systemctl"),
+        &format!("#!/bin/sh\n{env} STANDIN_TOOL=systemctl\nexec python3 {standin} \"$@\"\n"),
+    );
+    let kubectl = root.file("/usr/local/bin/kubectl-real");
+    // The binary itself (/usr/bin/kubectl may be a link out of the root); a hard link saves a copy.
+    let real = std::fs::canonicalize("/usr/bin/kubectl").unwrap();
+    if std::fs::hard_link(&real, &kubectl).is_err() {
+        std::fs::copy(&real, &kubectl).unwrap();
+    }
+    let kubeconfig = c.kubeconfig();
+    std::fs::create_dir_all(root.file(&kubeconfig).parent().unwrap()).unwrap();
+    std::fs::copy(&kubeconfig, root.file(&kubeconfig)).unwrap();
+    root
+}
+
 impl Phases {
     fn start(scenario: &str, releases: &[&str]) -> Option<Self> {
+        if !hostroot::available() {
+            return None;
+        }
         let ws = workspace()?;
         let c = SimCluster::start(scenario, releases);
-        let root = ws.root().to_path_buf();
-        let log = root.join("standin.log");
-        let state = root.join("standin-state");
-        std::fs::create_dir_all(&state).unwrap();
-        let standin = support::ansible::repo().join("tests/fixtures/kubeadm-standin");
-        let tools = root.join("standin");
-        std::fs::create_dir_all(&tools).unwrap();
-        for tool in TOOLS {
-            // The stand-in acts as the tool it is called as.
-            std::os::unix::fs::symlink(&standin, tools.join(tool)).unwrap();
-        }
-        let mut inventory =
-            String::from("[kube_control_plane]\ncp1\ncp2\n\n[kube_node]\nw1\nw2\n\n");
-        inventory.push_str("[k8s_cluster:children]\nkube_control_plane\nkube_node\n");
+        let repo = PkgRepo::start();
+        let roots: Vec<HostRoot> = std::thread::scope(|s| {
+            let started: Vec<_> = HOSTS
+                .iter()
+                .map(|h| s.spawn(|| host_root(h, &repo, &c)))
+                .collect();
+            started.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let line = |i: usize| roots[i].inventory_line(HOSTS[i]);
+        let inventory = format!(
+            "[kube_control_plane]\n{}\n{}\n\n[kube_node]\n{}\n{}\n\n\
+             [k8s_cluster:children]\nkube_control_plane\nkube_node\n",
+            line(0),
+            line(1),
+            line(2),
+            line(3)
+        );
         ws.write("inventory/phases/hosts", &inventory);
         let kubeconfig = c.kubeconfig();
         ws.write(
             "inventory/phases/group_vars/all.yml",
             &format!(
-                "ansible_connection: local\n\
-                 ansible_python_interpreter: \"{{{{ ansible_playbook_python }}}}\"\n\
-                 k8s_upgrade_admin_conf: {kubeconfig}\n\
-                 k8s_upgrade_kubectl_command: /usr/bin/kubectl\n\
+                "k8s_upgrade_admin_conf: {kubeconfig}\n\
+                 k8s_upgrade_kubectl_command: /usr/local/bin/kubectl-real\n\
+                 k8s_upgrade_package_repository: {}\n\
                  k8s_upgrade_drain_timeout: 60\n\
                  k8s_upgrade_node_ready_timeout: 60\n\
                  k8s_calico_admin_conf: {kubeconfig}\n\
@@ -106,40 +161,17 @@ impl Phases {
                  k8s_calico_backup_dir: {}\n\
                  k8s_calico_upgrade_timeout: 60\n\
                  k8s_calico_nettest_timeout: 60\n",
+                repo.url_template(),
                 c.manifest_dir().display(),
                 c.backup_dir().display(),
             ),
         );
-        for host in HOSTS {
-            let dir = root.join("hosts").join(host);
-            std::fs::create_dir_all(&dir).unwrap();
-            let mut vars = String::new();
-            for tool in TOOLS {
-                let wrapper = dir.join(tool);
-                std::fs::write(
-                    &wrapper,
-                    format!(
-                        "#!/bin/sh\nexport STANDIN_NODE='{host}' STANDIN_LOG='{}' STANDIN_STATE='{}' \
-                         KUBESIM_URL='{}' KUBESIM_TOKEN='{}'\nexec '{}' \"$@\"\n",
-                        log.display(),
-                        state.display(),
-                        c.handle.url(),
-                        c.handle.token(),
-                        tools.join(tool).display(),
-                    ),
-                )
-                .unwrap();
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-                vars.push_str(&format!(
-                    "k8s_upgrade_{}_command: {}\n",
-                    tool.replace('-', "_"),
-                    wrapper.display()
-                ));
-            }
-            ws.write(&format!("inventory/phases/host_vars/{host}.yml"), &vars);
-        }
-        Some(Phases { ws, c, log })
+        Some(Phases {
+            ws,
+            c,
+            roots,
+            _repo: repo,
+        })
     }
 
     /// `playbooks/upgrade.yml` on the four hosts.
@@ -149,12 +181,31 @@ impl Phases {
         self.ws.playbook(&args)
     }
 
-    /// The stand-in calls so far, in order.
+    /// The stand-in calls so far on every host, in order.
     fn calls(&self) -> Vec<Call> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        let mut calls: Vec<Call> = self
+            .roots
+            .iter()
+            .flat_map(|r| {
+                std::fs::read_to_string(r.file(LOG))
+                    .unwrap_or_default()
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+                    .collect::<Vec<Call>>()
+            })
+            .collect();
+        calls.sort_by(|a, b| a.ts.total_cmp(&b.ts));
+        calls
+    }
+
+    /// The Kubernetes packages of `host` as dpkg has them: name, version, selection.
+    fn packages(&self, host: &str) -> Vec<(String, String, String)> {
+        let i = HOSTS.iter().position(|h| *h == host).unwrap();
+        self.roots[i]
+            .packages()
+            .into_iter()
+            .filter(|(n, _)| ["kubeadm", "kubelet", "kubectl"].contains(&n.as_str()))
+            .map(|(n, (v, s))| (n, v, s))
             .collect()
     }
 
@@ -259,29 +310,52 @@ fn argvs(calls: &[Call], node: &str) -> Vec<String> {
 }
 
 /// What a host's upgrade runs after its `kubeadm upgrade apply|node`: kubelet and kubectl.
-fn kubelet_steps(v: &str) -> Vec<String> {
+/// The recorded calls after kubeadm's: the kubelet's restart (systemd_service: daemon-reload
+/// first). The packages are installed by real apt, not recorded: `assert_packages` reads them.
+fn kubelet_steps() -> Vec<String> {
     vec![
-        "apt-mark unhold kubelet kubectl".to_string(),
-        format!("apt-get install -y -q kubelet={v}-* kubectl={v}-*"),
-        "apt-mark hold kubelet kubectl".to_string(),
         "systemctl daemon-reload".to_string(),
-        "systemctl restart kubelet".to_string(),
+        "systemctl restart kubelet.service".to_string(),
     ]
 }
 
-fn kubeadm_steps(v: &str) -> Vec<String> {
-    vec![
-        "apt-mark unhold kubeadm".to_string(),
-        format!("apt-get install -y -q kubeadm={v}-*"),
-        "apt-mark hold kubeadm".to_string(),
-    ]
+/// The call's view of `package` on its host.
+fn package_at(c: &Call, package: &str) -> String {
+    c.seen["packages"][package]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// On `node`: kubeadm of the target was installed when kubeadm upgraded, kubelet and kubectl of
+/// the target when the kubelet restarted, and afterwards all three are the target, held.
+fn assert_packages(p: &Phases, calls: &[Call], node: &str, v: &str) {
+    let deb = format!("{v}-1.1");
+    let kubeadm = calls
+        .iter()
+        .find(|c| c.is(node, &["kubeadm", "upgrade"]))
+        .unwrap_or_else(|| panic!("{node}: no kubeadm upgrade: {calls:#?}"));
+    assert_eq!(package_at(kubeadm, "kubeadm"), deb, "{kubeadm:?}");
+    assert_ne!(package_at(kubeadm, "kubelet"), deb, "{kubeadm:?}");
+    let restart = calls
+        .iter()
+        .find(|c| c.is(node, &["systemctl", "restart"]))
+        .unwrap_or_else(|| panic!("{node}: no kubelet restart: {calls:#?}"));
+    assert_eq!(package_at(restart, "kubelet"), deb, "{restart:?}");
+    assert_eq!(package_at(restart, "kubectl"), deb, "{restart:?}");
+    let held = |n: &str| (n.to_string(), deb.clone(), "hold".to_string());
+    assert_eq!(
+        p.packages(node),
+        [held("kubeadm"), held("kubectl"), held("kubelet")],
+        "{node}"
+    );
 }
 
 /// Every host that restarted its kubelet was cordoned and had no pods left but DaemonSet pods.
 fn assert_drained_at_restart(calls: &[Call], node: &str) {
     let restart = calls
         .iter()
-        .find(|c| c.is(node, &["systemctl", "restart", "kubelet"]))
+        .find(|c| c.is(node, &["systemctl", "restart", "kubelet.service"]))
         .unwrap_or_else(|| panic!("{node} never restarted its kubelet: {calls:#?}"));
     assert_eq!(
         restart.seen["node"]["unschedulable"], true,
@@ -354,15 +428,28 @@ fn control_plane_order_is_bridge_apply_node_recommendation_network_test() {
         argvs(&calls, "w1").is_empty() && argvs(&calls, "w2").is_empty(),
         "{calls:#?}"
     );
-    let mut cp1 = kubeadm_steps(TARGET);
-    cp1.push(format!("kubeadm upgrade plan {v}"));
-    cp1.push(format!("kubeadm upgrade apply --yes {v}"));
-    cp1.extend(kubelet_steps(TARGET));
+    let mut cp1 = vec![
+        format!("kubeadm upgrade plan {v}"),
+        format!("kubeadm upgrade apply --yes {v}"),
+    ];
+    cp1.extend(kubelet_steps());
     assert_eq!(argvs(&calls, "cp1"), cp1);
-    let mut cp2 = kubeadm_steps(TARGET);
-    cp2.push("kubeadm upgrade node".to_string());
-    cp2.extend(kubelet_steps(TARGET));
+    let mut cp2 = vec!["kubeadm upgrade node".to_string()];
+    cp2.extend(kubelet_steps());
     assert_eq!(argvs(&calls, "cp2"), cp2);
+    assert_packages(&p, &calls, "cp1", TARGET);
+    assert_packages(&p, &calls, "cp2", TARGET);
+    for w in ["w1", "w2"] {
+        let untouched = |n: &str| (n.to_string(), "1.28.15-1.1".to_string(), "hold".to_string());
+        assert_eq!(
+            p.packages(w),
+            [
+                untouched("kubeadm"),
+                untouched("kubectl"),
+                untouched("kubelet")
+            ]
+        );
+    }
 
     // Calico was on the bridge, rolled out on every node, before kubeadm moved the API server.
     let apply = calls
@@ -469,11 +556,9 @@ fn web_deployment() -> Value {
     })
 }
 
-#[test]
-fn nodes_phase_drains_and_upgrades_the_workers_in_batches_then_tests_the_network() {
-    let Some(p) = Phases::start(CLUSTER_WORKERS, &["v3.29.7"]) else {
-        return;
-    };
+/// The control plane on the target already, the web Deployment's four pods running on the workers.
+fn workers_cluster() -> Option<Phases> {
+    let p = Phases::start(CLUSTER_WORKERS, &["v3.29.7"])?;
     let v = format!("v{TARGET}");
     let cluster = p.c.handle.cluster();
     cluster.set_version(kubesim::KubeVersion::parse(&v).unwrap());
@@ -496,6 +581,79 @@ fn nodes_phase_drains_and_upgrades_the_workers_in_batches_then_tests_the_network
         assert!(std::time::Instant::now() < deadline, "web pods not running");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    Some(p)
+}
+
+#[test]
+fn a_drain_blocked_by_a_disruption_budget_is_retried_then_fails_naming_it_and_uncordons() {
+    let Some(p) = workers_cluster() else { return };
+    // Every web pod must stay: no eviction is allowed.
+    p.c.create(
+        "policy/v1",
+        "poddisruptionbudgets",
+        Some("default"),
+        serde_json::json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"minAvailable": 4, "selector": {"matchLabels": {"app": "web"}}}
+        }),
+    );
+    let out = p.run(&[
+        "-e",
+        "k8s_upgrade_phase=nodes",
+        "-e",
+        &format!("k8s_target_version={TARGET}"),
+        "-e",
+        "k8s_upgrade_drain_timeout=5",
+        "-e",
+        "k8s_upgrade_drain_attempts=2",
+        "-e",
+        "k8s_upgrade_drain_retry_delay=1",
+    ]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    // Two attempts, then the failure names the budget.
+    ran(&t, "k8s_upgrade : Drain the node, attempt 1");
+    ran(&t, "k8s_upgrade : Drain the node, attempt 2");
+    assert!(t.contains("kubectl drain w1 failed 2 times"), "{t}");
+    assert!(
+        t.contains(
+            "PodDisruptionBudgets allowing no disruption: default/web (needs 4 healthy pods, has 4)"
+        ),
+        "{t}"
+    );
+    assert!(t.contains("The node was uncordoned."), "{t}");
+    // Nothing is left cordoned, every web pod still runs, w1's kubelet did not move, w2 (the
+    // next batch) was not touched.
+    assert!(p.cordoned().is_empty(), "{:?}", p.cordoned());
+    let web = p
+        .c
+        .list("v1", "pods")
+        .into_iter()
+        .filter(|p| p["metadata"]["labels"]["app"] == "web" && p["status"]["phase"] == "Running")
+        .count();
+    assert_eq!(web, 4);
+    let calls = p.calls();
+    assert!(argvs(&calls, "w2").is_empty(), "{calls:#?}");
+    assert!(
+        !argvs(&calls, "w1")
+            .iter()
+            .any(|c| c.starts_with("systemctl restart")),
+        "{calls:#?}"
+    );
+    let kubelet = p
+        .packages("w1")
+        .into_iter()
+        .find(|(n, _, _)| n == "kubelet")
+        .unwrap();
+    assert_eq!(kubelet.1, "1.28.15-1.1");
+    assert_eq!(recap(&out, "w1")["rescued"], 1, "{t}");
+}
+
+#[test]
+fn nodes_phase_drains_and_upgrades_the_workers_in_batches_then_tests_the_network() {
+    let Some(p) = workers_cluster() else { return };
+    let v = format!("v{TARGET}");
 
     let started = std::time::Instant::now();
     let out = p.run(&[
@@ -516,11 +674,11 @@ fn nodes_phase_drains_and_upgrades_the_workers_in_batches_then_tests_the_network
         argvs(&calls, "cp1").is_empty() && argvs(&calls, "cp2").is_empty(),
         "{calls:#?}"
     );
-    let mut steps = kubeadm_steps(TARGET);
-    steps.push("kubeadm upgrade node".to_string());
-    steps.extend(kubelet_steps(TARGET));
+    let mut steps = vec!["kubeadm upgrade node".to_string()];
+    steps.extend(kubelet_steps());
     for w in ["w1", "w2"] {
         assert_eq!(argvs(&calls, w), steps, "{w}");
+        assert_packages(&p, &calls, w, TARGET);
         // It had workload pods before the drain, none left (and cordoned) at its restart.
         let first = calls.iter().find(|c| c.node == w).unwrap();
         assert_eq!(first.seen["node"]["unschedulable"], false, "{first:?}");
@@ -533,7 +691,7 @@ fn nodes_phase_drains_and_upgrades_the_workers_in_batches_then_tests_the_network
         // k8s_upgrade_serial=2: both workers are one batch, drained together.
         let restart = calls
             .iter()
-            .find(|c| c.is(w, &["systemctl", "restart", "kubelet"]))
+            .find(|c| c.is(w, &["systemctl", "restart", "kubelet.service"]))
             .unwrap();
         assert_eq!(
             restart.seen["cordoned"],

@@ -59,7 +59,11 @@ impl HostRoot {
             .arg(&tar)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         HostRoot { dir }
     }
 

@@ -3,6 +3,6 @@
 
 pub mod ansible;
 pub mod cluster;
-pub mod module;
 pub mod hostroot;
+pub mod module;
 pub mod pkgrepo;

@@ -5,8 +5,8 @@
 //! `Release.key`, and served over HTTP on 127.0.0.1 on an ephemeral port.
 //!
 //! The dummy programs answer `version` the way the real ones do (`kubeadm version -o short`,
-//! `kubelet --version`, `kubectl version --client`) and hand every other call to
-//! `/etc/k8s-calico-test/hook` when a test root has one (the phase tests' recorder).
+//! `kubelet --version`, `kubectl version --client`) and hand every call to
+//! `/etc/k8s-calico-test/<program>-hook` when a test root has one (the phase tests' recorder).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -76,9 +76,7 @@ pub struct PkgRepo {
 }
 
 fn run(cmd: &mut Command) -> std::process::Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?}: {}{}",
@@ -105,8 +103,8 @@ fn program(tool: &str, version: &str) -> String {
     };
     format!(
         "#!/bin/sh\n# Dummy {tool} {version}, a k8s-calico test package.\n\
-         hook=/etc/k8s-calico-test/hook\n\
-         if [ -x \"$hook\" ]; then exec \"$hook\" {tool} \"$@\"; fi\n\
+         hook=/etc/k8s-calico-test/{tool}-hook\n\
+         if [ -x \"$hook\" ]; then exec \"$hook\" \"$@\"; fi\n\
          case \" $* \" in *\" version \"*|*\" --version \"*) echo '{answer}' ;; esac\n"
     )
 }
@@ -210,7 +208,15 @@ impl PkgRepo {
             .status();
         let log = std::fs::File::create(dir.path().join("http.log")).unwrap();
         let mut server = Command::new("python3")
-            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory"])
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
             .arg(dir.path().join("www"))
             .stdout(Stdio::piped())
             .stderr(log)
@@ -232,7 +238,10 @@ impl PkgRepo {
 
     /// The URL template for `k8s_upgrade_package_repository` ("{minor}" for the minor).
     pub fn url_template(&self) -> String {
-        format!("http://127.0.0.1:{}/core:/stable:/v{{minor}}/deb/", self.port)
+        format!(
+            "http://127.0.0.1:{}/core:/stable:/v{{minor}}/deb/",
+            self.port
+        )
     }
 
     /// The URL of one minor's repository.
