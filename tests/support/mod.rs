@@ -6,3 +6,4 @@ pub mod cluster;
 pub mod hostroot;
 pub mod module;
 pub mod pkgrepo;
+pub mod world;

@@ -1,7 +1,7 @@
 //! What kubeadm and the kubelets put into a new cluster, created once the API server is up:
 //! the admin binding, the nodes (registered as kubelets register them, with kubeadm's labels
 //! and taint on control-plane nodes), kubeadm's ConfigMap and add-ons (kube-proxy, CoreDNS
-//! behind `kube-dns`), and the kwok Stage type with the default node and pod lifecycle.
+//! behind `kube-dns`), and kwok's default node and pod lifecycle.
 
 use std::net::Ipv4Addr;
 
@@ -94,21 +94,6 @@ pub async fn admin_binding(client: &Client) -> Result<(), Error> {
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "kubeadm:cluster-admins"}]})).await
 }
 
-/// The kwok Stage type (kwok reads its lifecycle from these objects, so tests can change it
-/// while the plane runs). Defined here with an open schema: kwok validates its own stages.
-pub async fn stage_type(client: &Client) -> Result<(), Error> {
-    ensure(client, "apiextensions.k8s.io/v1", "customresourcedefinitions", None, json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": "stages.kwok.x-k8s.io"},
-        "spec": {"group": "kwok.x-k8s.io", "scope": "Cluster",
-            "names": {"kind": "Stage", "listKind": "StageList", "plural": "stages", "singular": "stage"},
-            "versions": [{"name": "v1alpha1", "served": true, "storage": true,
-                "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                    "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
-                    "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}})).await
-}
-
 /// The default lifecycle (`stages/*.yaml`): nodes become Ready and keep posting status, pods
 /// run and are ready, Jobs' pods complete, deleted pods go.
 pub fn default_stages(kubelet_version: &str) -> Vec<Value> {
@@ -118,6 +103,7 @@ pub fn default_stages(kubelet_version: &str) -> Vec<Value> {
         include_str!("../stages/pod-running.yaml"),
         include_str!("../stages/pod-complete.yaml"),
         include_str!("../stages/pod-delete.yaml"),
+        include_str!("../stages/pod-recover.yaml"),
     ]
     .iter()
     .map(|text| {
@@ -125,14 +111,6 @@ pub fn default_stages(kubelet_version: &str) -> Vec<Value> {
         serde_saphyr::from_str::<Value>(&text).expect("the stages shipped with realplane parse")
     })
     .collect()
-}
-
-/// Creates stages (kind Stage objects).
-pub async fn create_stages(client: &Client, stages: &[Value]) -> Result<(), Error> {
-    for s in stages {
-        ensure(client, "kwok.x-k8s.io/v1alpha1", "stages", None, s.clone()).await?;
-    }
-    Ok(())
 }
 
 /// Registers the nodes.
@@ -211,7 +189,7 @@ mod tests {
     #[test]
     fn the_default_stages_parse_and_carry_the_kubelet_version() {
         let stages = default_stages("v1.34.4");
-        assert_eq!(stages.len(), 5);
+        assert_eq!(stages.len(), 6);
         assert!(stages[0].to_string().contains("kubeletVersion: v1.34.4"));
         assert!(stages.iter().all(|s| s["kind"] == "Stage"));
     }

@@ -130,24 +130,26 @@ pub fn scheduler(l: Layout<'_>) -> Vec<String> {
     ])
 }
 
-/// kwok, managing the nodes the launcher annotates, its lifecycle read from Stage objects.
+/// kwok's configuration file in the plane's directory: its options and its stages.
+pub const KWOK_CONFIG: &str = "kwok.yaml";
+
+/// kwok, managing the nodes the launcher annotates, its lifecycle from its configuration file
+/// (the launcher rewrites it and restarts kwok when a test changes the faults).
 pub fn kwok(l: Layout<'_>) -> Vec<String> {
     flags(&[
         ("kubeconfig", l.kubeconfig("kwok")),
-        ("config", l.file("kwok.json")),
+        ("config", l.file(KWOK_CONFIG)),
         ("manage-all-nodes", "false".into()),
         (
             "manage-nodes-with-annotation-selector",
             "kwok.x-k8s.io/node=fake".into(),
         ),
-        ("enable-crds", "Stage".into()),
         ("node-lease-duration-seconds", "40".into()),
     ])
 }
 
-/// kwok's configuration file: no stages of its own (they come from the cluster), its
-/// documented defaults spelled out (kwok applies them to flags, not to a loaded file), no
-/// debugging server.
+/// kwok's options: its documented defaults spelled out (kwok applies them to flags, not to a
+/// loaded file), no debugging server.
 pub fn kwok_config() -> serde_json::Value {
     serde_json::json!({"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokConfiguration",
         "options": {"podPlayStageParallelism": 4, "nodePlayStageParallelism": 4,

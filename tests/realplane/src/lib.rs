@@ -16,6 +16,9 @@
 //! - [`components`]: each component's command line.
 //! - [`process`]: child processes that die with their launcher.
 //! - [`bootstrap`]: what kubeadm and kubelets create (nodes, add-ons, kwok's lifecycle).
+//! - [`behaviours`]: kubesim's faults as kwok stages (crash loops, image pulls, readiness,
+//!   nodes going down).
+//! - [`probes`]: `calico_nettest`'s probe pods answered from kubesim's network model.
 //! - [`api`]: JSON access to any resource.
 //! - [`audit`]: the writes each client made, from the API server's audit log.
 //! - [`plane`]: the running plane.
@@ -23,15 +26,19 @@
 
 pub mod api;
 pub mod audit;
+pub mod behaviours;
 pub mod binaries;
 pub mod bootstrap;
 pub mod components;
 pub mod kubeconfig;
 pub mod pki;
 pub mod plane;
+pub mod probes;
 pub mod process;
 pub mod supervisor;
 
 pub use audit::{Mark, Write};
 pub use binaries::Binaries;
+pub use kubesim::network::Faults as NetworkFaults;
+pub use kubesim::sim::{ImageFault, SimFaults, SlowReady};
 pub use plane::{Error, Options, RealPlane};

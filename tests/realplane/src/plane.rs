@@ -12,12 +12,15 @@ use serde_json::{Value, json};
 
 use crate::api;
 use crate::audit::{self, AuditLog, Mark, Write};
+use crate::behaviours;
 use crate::binaries::{self, Binaries};
 use crate::bootstrap::{self, NodeSpec};
 use crate::components::{self, Layout};
 use crate::kubeconfig;
 use crate::pki::{self, Identity, Pki};
+use crate::probes;
 use crate::process::{self, Component};
+use kubesim::sim::SimFaults;
 
 /// Why a plane did not start or a request to it failed.
 #[derive(Debug, thiserror::Error)]
@@ -121,13 +124,15 @@ impl Dir {
 /// A running control plane. Dropping it stops every component.
 pub struct RealPlane {
     // Field order is drop order: the processes stop before the runtime and the directory go.
-    components: Vec<Component>,
+    components: std::sync::Mutex<Vec<Component>>,
+    probe_runner: tokio::task::JoinHandle<()>,
     runtime: tokio::runtime::Runtime,
     admin: Client,
     super_admin: Client,
     binaries: Binaries,
     server: String,
     nodes: Vec<NodeSpec>,
+    version: String,
     audit: AuditLog,
     fences: AtomicU64,
     started_in: Duration,
@@ -142,6 +147,9 @@ impl std::fmt::Debug for RealPlane {
             .finish_non_exhaustive()
     }
 }
+
+/// Set to keep a plane's directory (logs, audit log, certificates) after it stops.
+pub const KEEP_ENV: &str = "K8S_CALICO_REALPLANE_KEEP";
 
 /// How often waits look again.
 const POLL: Duration = Duration::from_millis(100);
@@ -178,12 +186,19 @@ impl RealPlane {
                 std::fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
                 Dir::Given(d.clone())
             }
-            None => Dir::Temp(
-                tempfile::Builder::new()
+            None => {
+                let t = tempfile::Builder::new()
                     .prefix("realplane-")
                     .tempdir()
-                    .map_err(io("creating a directory for the plane"))?,
-            ),
+                    .map_err(io("creating a directory for the plane"))?;
+                if std::env::var_os(KEEP_ENV).is_some() {
+                    let kept = t.keep();
+                    eprintln!("realplane: keeping {} ({KEEP_ENV})", kept.display());
+                    Dir::Given(kept)
+                } else {
+                    Dir::Temp(t)
+                }
+            }
         };
         let root = dir.path().to_path_buf();
         let pki = Pki::generate(&root.join("pki"))?;
@@ -241,27 +256,8 @@ impl RealPlane {
         )?;
 
         let version = runtime.block_on(server_version(&super_admin))?;
-        runtime.block_on(async {
-            bootstrap::admin_binding(&super_admin).await?;
-            bootstrap::stage_type(&super_admin).await
-        })?;
-        wait_until(
-            &mut components,
-            deadline,
-            "the kwok Stage type to be served",
-            || {
-                runtime.block_on(async {
-                    api::list(&super_admin, "kwok.x-k8s.io/v1alpha1", "stages", None)
-                        .await
-                        .map(|_| (true, String::new()))
-                        .or_else(|e| Ok((false, e.to_string())))
-                })
-            },
-        )?;
-        runtime.block_on(bootstrap::create_stages(
-            &super_admin,
-            &bootstrap::default_stages(&version),
-        ))?;
+        runtime.block_on(bootstrap::admin_binding(&super_admin))?;
+        write_kwok_config(&root, &version, &SimFaults::default())?;
 
         let home = root.join("kwok-home");
         std::fs::create_dir_all(&home).map_err(io("creating kwok's home"))?;
@@ -289,14 +285,18 @@ impl RealPlane {
         )?;
 
         let audit = AuditLog::new(&root.join("audit.log"));
+        let runner = client_for(pki::PROBE_RUNNER)?;
+        let probe_runner = runtime.spawn(probes::run(runner, root.clone()));
         Ok(Self {
-            components,
+            components: std::sync::Mutex::new(components),
+            probe_runner,
             runtime,
             admin,
             super_admin,
             binaries,
             server,
             nodes,
+            version,
             audit,
             fences: AtomicU64::new(0),
             started_in: begun.elapsed(),
@@ -352,15 +352,19 @@ impl RealPlane {
 
     /// The process ids of the running components, by name.
     pub fn pids(&self) -> Vec<(String, u32)> {
-        self.components
+        self.components()
             .iter()
             .filter_map(|c| c.pid().map(|p| (c.name().to_string(), p)))
             .collect()
     }
 
+    fn components(&self) -> std::sync::MutexGuard<'_, Vec<Component>> {
+        self.components.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Fails, naming the component and the end of its log, if any component has exited.
-    pub fn check_running(&mut self) -> Result<(), Error> {
-        for c in &mut self.components {
+    pub fn check_running(&self) -> Result<(), Error> {
+        for c in self.components().iter_mut() {
             c.check_running()?;
         }
         Ok(())
@@ -446,9 +450,58 @@ impl RealPlane {
             .wait_for_fence(&id, from, Duration::from_secs(30))?)
     }
 
+    /// Makes the plane behave as `faults` say, replacing the faults set before: crash loops,
+    /// images that cannot be pulled, slow or no readiness, nodes going down (kwok stages, see
+    /// [`behaviours`]) and the data plane's faults the probe runner answers with.
+    /// `SimFaults::default()` lifts them all.
+    ///
+    /// kwok applies stages when an object changes; it restarts here so that it reads every
+    /// node and pod again under the new stages (a node set down, a pod made well). The new
+    /// kwok process dies with the calling thread, like the plane's others.
+    pub fn set_faults(&self, faults: &SimFaults) -> Result<(), Error> {
+        probes::write_faults(self.dir(), faults).map_err(io("writing the network faults"))?;
+        write_kwok_config(self.dir(), &self.version, faults)?;
+        let mut components = self.components();
+        let Some(kwok) = components.iter_mut().find(|c| c.name() == "kwok") else {
+            return Ok(());
+        };
+        kwok.stop(Duration::from_secs(5));
+        // A new kwok process has a new identity and would wait for the old one's node Leases
+        // to expire (40 s) before managing the nodes again: they go, it makes new ones.
+        let c = &self.super_admin;
+        self.block_on(async {
+            for lease in api::list(
+                c,
+                "coordination.k8s.io/v1",
+                "leases",
+                Some("kube-node-lease"),
+            )
+            .await?
+            {
+                let name = lease["metadata"]["name"].as_str().unwrap_or("");
+                match api::delete(
+                    c,
+                    "coordination.k8s.io/v1",
+                    "leases",
+                    Some("kube-node-lease"),
+                    name,
+                )
+                .await
+                {
+                    Err(e) if e.code() != Some(404) => return Err(e),
+                    _ => {}
+                }
+            }
+            Ok(())
+        })?;
+        kwok.start_again()?;
+        Ok(())
+    }
+
     /// Stops every component (also done on drop).
     pub fn stop(&mut self) {
-        for c in self.components.iter_mut().rev() {
+        self.probe_runner.abort();
+        for c in self.components().iter_mut().rev() {
             c.stop(Duration::from_secs(5));
         }
     }
@@ -468,12 +521,6 @@ fn write_files(root: &Path, pki: &Pki, server: &str) -> Result<(), Error> {
         false,
     )
     .map_err(io("writing the audit policy"))?;
-    pki::write_file(
-        &root.join("kwok.json"),
-        &json(components::kwok_config()),
-        false,
-    )
-    .map_err(io("writing kwok's configuration"))?;
     for id in pki::IDENTITIES {
         kubeconfig::write(
             pki,
@@ -484,6 +531,24 @@ fn write_files(root: &Path, pki: &Pki, server: &str) -> Result<(), Error> {
         .map_err(io(format!("writing the kubeconfig of {}", id.user)))?;
     }
     Ok(())
+}
+
+/// kwok's configuration: its options, the default lifecycle and the stages of `faults`.
+fn write_kwok_config(root: &Path, version: &str, faults: &SimFaults) -> Result<(), Error> {
+    let mut docs = vec![components::kwok_config()];
+    docs.extend(bootstrap::default_stages(version));
+    docs.extend(behaviours::stages(faults));
+    let text: String = docs
+        .iter()
+        .map(|d| format!("---\n{}\n", serde_json::to_string(d).unwrap_or_default()))
+        .collect();
+    let (tmp, path) = (
+        root.join(".kwok.yaml.tmp"),
+        root.join(components::KWOK_CONFIG),
+    );
+    pki::write_file(&tmp, &text, false)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(io("writing kwok's configuration"))
 }
 
 async fn client_from_kubeconfig(text: &str, server: &str) -> Result<Client, Error> {

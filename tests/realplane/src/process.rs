@@ -40,6 +40,9 @@ pub struct Component {
     name: String,
     child: Option<Child>,
     log: PathBuf,
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, PathBuf)>,
 }
 
 impl Component {
@@ -52,6 +55,38 @@ impl Component {
         env: &[(&str, &Path)],
         log: &Path,
     ) -> Result<Self, Error> {
+        let mut c = Self {
+            name: name.to_string(),
+            child: None,
+            log: log.to_path_buf(),
+            program: program.to_path_buf(),
+            args: args.to_vec(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_path_buf()))
+                .collect(),
+        };
+        c.child = Some(c.start()?);
+        Ok(c)
+    }
+
+    /// Stops it and starts it again with the same command line. Like [`Component::spawn`],
+    /// the new process dies with the calling thread.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        self.stop(std::time::Duration::from_secs(5));
+        self.start_again()
+    }
+
+    /// Starts it again with the same command line if it is not running.
+    pub fn start_again(&mut self) -> Result<(), Error> {
+        if self.child.is_none() {
+            self.child = Some(self.start()?);
+        }
+        Ok(())
+    }
+
+    fn start(&self) -> Result<Child, Error> {
+        let (name, program, log) = (&self.name, &self.program, &self.log);
         let spawn_err = |source| Error::Spawn {
             name: name.to_string(),
             program: program.to_path_buf(),
@@ -64,12 +99,12 @@ impl Component {
             .map_err(spawn_err)?;
         let err = out.try_clone().map_err(spawn_err)?;
         let mut cmd = Command::new(program);
-        cmd.args(args)
+        cmd.args(&self.args)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .process_group(0);
-        for (k, v) in env {
+        for (k, v) in &self.env {
             cmd.env(k, v);
         }
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent; it runs in
@@ -82,12 +117,7 @@ impl Component {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(spawn_err)?;
-        Ok(Self {
-            name: name.to_string(),
-            child: Some(child),
-            log: log.to_path_buf(),
-        })
+        cmd.spawn().map_err(spawn_err)
     }
 
     /// The component's name.

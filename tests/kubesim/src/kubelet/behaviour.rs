@@ -83,19 +83,16 @@ fn strings(v: &Value, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn is_probe(container: &Value) -> bool {
+/// Whether a container is a `calico_nettest` probe (it runs the probe script).
+pub fn is_probe(container: &Value) -> bool {
     strings(container, "command")
         .iter()
         .chain(strings(container, "args").iter())
         .any(|a| a.starts_with(PROBE_DIR) && a.ends_with("probe.sh"))
 }
 
-/// The ConfigMap mounted at the probe directory, read from the cluster.
-fn probe_targets(cluster: &Cluster, pod: &Value) -> Result<String, String> {
-    let ns = pod
-        .at("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("default");
+/// The name of the ConfigMap mounted at the probe directory (in the pod's namespace).
+pub fn probe_configmap(pod: &Value) -> Result<String, String> {
     let containers = pod
         .at("/spec/containers")
         .and_then(Value::as_array)
@@ -112,17 +109,26 @@ fn probe_targets(cluster: &Cluster, pod: &Value) -> Result<String, String> {
         .find(|m| m.get("mountPath").and_then(Value::as_str) == Some(PROBE_DIR))
         .and_then(|m| m.get("name").and_then(Value::as_str).map(str::to_string))
         .ok_or("no volume mounted at /etc/calico-nettest")?;
-    let cm = pod
-        .at("/spec/volumes")
+    pod.at("/spec/volumes")
         .and_then(Value::as_array)
         .and_then(|vs| {
             vs.iter()
                 .find(|v| v.get("name").and_then(Value::as_str) == Some(volume.as_str()))
         })
         .and_then(|v| v.at("/configMap/name").and_then(Value::as_str))
-        .ok_or("the probe volume is not a ConfigMap")?;
+        .map(str::to_string)
+        .ok_or_else(|| "the probe volume is not a ConfigMap".to_string())
+}
+
+/// The ConfigMap mounted at the probe directory, read from the cluster.
+fn probe_targets(cluster: &Cluster, pod: &Value) -> Result<String, String> {
+    let ns = pod
+        .at("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let cm = probe_configmap(pod)?;
     let obj = cluster
-        .get("v1", "configmaps", Some(ns), cm)
+        .get("v1", "configmaps", Some(ns), &cm)
         .map_err(|e| e.to_string())?;
     obj.at("/data/targets")
         .and_then(Value::as_str)
@@ -163,18 +169,33 @@ fn parse_targets(text: &str) -> Vec<ProbeTarget> {
 fn probe(cluster: &Cluster, pod: &Value, node: &str) -> Run {
     let text = match probe_targets(cluster, pod) {
         Ok(t) => t,
-        Err(e) => {
-            let msg = json!({"v": 1, "node": node, "error": e}).to_string();
-            return Run::Exit {
-                code: 2,
-                log: format!("{}\n", json!({"probe_error": e})),
-                message: msg,
-            };
-        }
+        Err(e) => return probe_setup_error(node, &e),
     };
     let snapshot = NetworkSnapshot::read(cluster);
     let view = ClusterView::build(&snapshot.objects(), ViewOptions::default(), &Agnhost);
-    let faults = cluster.sim().faults().network;
+    answer_probe(&view, &cluster.sim().faults().network, pod, node, &text)
+}
+
+/// What the probe script does when it cannot do its job (no targets): exit 2 with the
+/// contract's `{"v":1, "node", "error"}` termination message.
+pub fn probe_setup_error(node: &str, error: &str) -> Run {
+    Run::Exit {
+        code: 2,
+        log: format!("{}\n", json!({"probe_error": error})),
+        message: json!({"v": 1, "node": node, "error": error}).to_string(),
+    }
+}
+
+/// What the probe script of `pod` on `node` reports for `targets` (the targets file of the
+/// probe contract) in the cluster `view` under `faults`: its log and its termination message.
+/// kubesim's kubelet and the real plane's probe runner both answer probes with it.
+pub fn answer_probe(
+    view: &ClusterView,
+    faults: &network::Faults,
+    pod: &Value,
+    node: &str,
+    targets: &str,
+) -> Run {
     let ns = pod
         .at("/metadata/namespace")
         .and_then(Value::as_str)
@@ -189,17 +210,17 @@ fn probe(cluster: &Cluster, pod: &Value, node: &str) -> Run {
     };
     let mut log = String::new();
     let (mut ok, mut failed) = (0u64, Vec::new());
-    let targets = parse_targets(&text);
+    let targets = parse_targets(targets);
     for (i, t) in targets.iter().enumerate() {
         let outcome = if t.protocol == "dns" {
-            network::lookup(&view, &faults, source, &t.host)
+            network::lookup(view, faults, source, &t.host)
         } else {
             let protocol = Protocol::parse(&t.protocol).unwrap_or(Protocol::Tcp);
             let port: u16 = t.port.parse().unwrap_or(0);
             let target = Target::new(&t.host, port, protocol)
                 .payload(t.size)
                 .flow(flow_of(name, i));
-            network::connect(&view, &faults, source, &target)
+            network::connect(view, faults, source, &target)
         };
         let mut verdict = outcome.verdict.as_str().to_string();
         let answer = outcome.answer.clone().unwrap_or_default();
