@@ -394,6 +394,16 @@ fn plan_reads_the_cluster_says_what_control_plane_will_do_and_writes_nothing() {
     );
     assert!(t.contains("Path: v3.27.5 -> v3.28.5"), "{t}");
     assert!(t.contains("Control plane, one at a time: cp1, cp2"), "{t}");
+    // Every host was checked and its state shown.
+    let repo = p._repo.url("1.29");
+    for h in HOSTS {
+        assert!(
+            t.contains(&format!(
+                "{h}: kubeadm 1.28.15, kubelet 1.28.15, kubectl 1.28.15; swap unknown; {repo} has {TARGET}"
+            )),
+            "{h}: {t}"
+        );
+    }
     // It read the cluster: the upgrade's pre-checks ran (in check mode).
     ran(
         &t,
@@ -406,6 +416,82 @@ fn plan_reads_the_cluster_says_what_control_plane_will_do_and_writes_nothing() {
     for h in HOSTS {
         assert_eq!(recap(&out, h)["changed"], 0, "{h}: {t}");
     }
+}
+
+#[test]
+fn plan_checks_every_host_and_refuses_the_ones_that_would_not_upgrade() {
+    let Some(p) = Phases::start(CLUSTER_128, &[]) else {
+        return;
+    };
+    // w1 has swap on (a chroot has no /proc of its own: the root's file stands for it).
+    std::fs::write(
+        p.roots[2].file("/proc/swaps"),
+        "Filename\tType\tSize\tUsed\tPriority\n/swapfile\tfile\t1048572\t0\t-2\n",
+    )
+    .unwrap();
+    let before: Vec<String> = p
+        .roots
+        .iter()
+        .map(|r| r.sh_ok("dpkg-query -W; ls -R /etc/apt"))
+        .collect();
+    p.c.handle.faults().reset_counters();
+
+    // 1.29.4 is in the 1.29 repository: only w1 is refused, for its swap.
+    let out = p.run(&[
+        "-e",
+        "k8s_upgrade_phase=plan",
+        "-e",
+        &format!("k8s_target_version={TARGET}"),
+    ]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    let repo = p._repo.url("1.29");
+    for h in ["cp1", "cp2", "w2"] {
+        assert!(
+            t.contains(&format!(
+                "{h}: kubeadm 1.28.15, kubelet 1.28.15, kubectl 1.28.15; swap unknown; {repo} has {TARGET}"
+            )),
+            "{h}: {t}"
+        );
+        assert_eq!(recap(&out, h)["failed"], 0, "{h}: {t}");
+    }
+    assert!(
+        t.contains("w1: kubeadm 1.28.15, kubelet 1.28.15, kubectl 1.28.15; swap on;"),
+        "{t}"
+    );
+    assert!(t.contains("w1: swap is on (/proc/swaps)"), "{t}");
+    assert_eq!(recap(&out, "w1")["failed"], 1, "{t}");
+
+    // 1.29.9 is not: every host says so.
+    let out = p.run(&[
+        "-e",
+        "k8s_upgrade_phase=plan",
+        "-e",
+        "k8s_target_version=1.29.9",
+    ]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    for h in HOSTS {
+        assert!(
+            t.contains(&format!(
+                "{h}: the repository {repo} has no kubeadm, kubelet, kubectl 1.29.9"
+            )),
+            "{h}: {t}"
+        );
+    }
+    // Nothing changed anywhere.
+    let after: Vec<String> = p
+        .roots
+        .iter()
+        .map(|r| r.sh_ok("dpkg-query -W; ls -R /etc/apt"))
+        .collect();
+    assert_eq!(before, after);
+    assert_eq!(p.c.handle.faults().counters().total_writes, 0);
+    assert!(
+        p.calls().iter().all(|c| !c.changes_something()),
+        "{:#?}",
+        p.calls()
+    );
 }
 
 #[test]
