@@ -147,7 +147,7 @@ fn ansible_doc_shows_the_module() {
     let Some(ws) = workspace() else { return };
     let out = ws
         .command("ansible-doc")
-        .args(["-M", "ansible/roles/k8s_calico/library", "calico_matrix"])
+        .args(["k8s_calico.calico.calico_matrix"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));

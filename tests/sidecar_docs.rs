@@ -4,10 +4,7 @@
 use k8s_calico::module::{DefaultValue, ModuleSpec};
 use serde_json::{Value, json};
 
-const LIBRARY: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/ansible/roles/k8s_calico/library"
-);
+const LIBRARY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/ansible/plugins/modules");
 
 fn modules() -> Vec<&'static ModuleSpec> {
     vec![

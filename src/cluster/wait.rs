@@ -18,6 +18,7 @@ use kube::{Client, ResourceExt};
 use serde_json::Value;
 
 use super::detect::operator_resource;
+use crate::module::progress;
 use crate::version::Version;
 
 /// What a rollout must reach.
@@ -206,6 +207,51 @@ fn condition(obj: &DynamicObject, type_: &str) -> Option<(String, String, String
 }
 
 impl State {
+    /// How far the rollout is, in one line for a progress report: nodes whose calico-node runs
+    /// the goal's release, of them ready, and the Deployments still waited for.
+    fn progress(&self, goal: &RolloutGoal) -> String {
+        let live: Vec<&Pod> = self
+            .pods
+            .values()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let desired = self
+            .daemonset
+            .as_ref()
+            .and_then(|d| d.status.as_ref())
+            .map(|s| s.desired_number_scheduled.max(0) as usize)
+            .unwrap_or(live.len());
+        let updated: Vec<&&Pod> = live
+            .iter()
+            .filter(|p| pod_version(p).as_ref() == Some(&goal.version))
+            .collect();
+        let ready = updated.iter().filter(|p| pod_ready(p)).count();
+        let mut line = format!(
+            "calico-node {}: {}/{desired} nodes updated, {ready}/{desired} ready",
+            goal.version,
+            updated.len()
+        );
+        let waiting: Vec<&str> = goal
+            .deployments
+            .iter()
+            .filter(|name| {
+                self.deployments.get(*name).is_none_or(|d| {
+                    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                    d.status
+                        .as_ref()
+                        .and_then(|s| s.available_replicas)
+                        .unwrap_or(0)
+                        < want
+                })
+            })
+            .map(String::as_str)
+            .collect();
+        if !waiting.is_empty() {
+            line.push_str(&format!("; waiting for {}", waiting.join(", ")));
+        }
+        line
+    }
+
     /// `Ok` when the goal is reached, else what is missing.
     fn check(&self, goal: &RolloutGoal) -> Result<(), NotReady> {
         let mut missing = Vec::new();
@@ -414,12 +460,25 @@ pub async fn rollout(
     }
     let mut updates = futures::stream::select_all(streams);
     let mut state = State::default();
-    let deadline = tokio::time::Instant::now() + timeout;
+    let started = tokio::time::Instant::now();
+    let deadline = started + timeout;
+    let mut next_report = started + progress::INTERVAL;
     loop {
-        let next = tokio::time::timeout_at(deadline, updates.next()).await;
+        let next = tokio::time::timeout_at(deadline.min(next_report), updates.next()).await;
         let update = match next {
             Ok(Some(u)) => u,
             Ok(None) => break,
+            // Waking up to report: the wait goes on.
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                progress::report(&format!(
+                    "{} ({} s of {} s)",
+                    state.progress(goal),
+                    started.elapsed().as_secs(),
+                    timeout.as_secs()
+                ));
+                next_report += progress::INTERVAL;
+                continue;
+            }
             Err(_) => {
                 let why = state.check(goal).err().unwrap_or_else(|| NotReady {
                     message: "unknown".into(),

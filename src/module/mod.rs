@@ -27,6 +27,7 @@
 mod args;
 mod coerce;
 mod help;
+pub mod progress;
 mod result;
 mod spec;
 

@@ -29,7 +29,7 @@ use crate::cluster::objects;
 use crate::cluster::wait::{self, RolloutGoal};
 use crate::cluster::{self, Connection};
 use crate::matrix::{self, CalicoTarget, MatrixOverride, Plan, PlanInput, Strategy};
-use crate::module::{self, Failure, Module, ModuleSpec, Outcome, Param};
+use crate::module::{self, Failure, Module, ModuleSpec, Outcome, Param, progress};
 use crate::version::{KubernetesVersion, Version};
 use manifests::ManifestSource;
 
@@ -681,7 +681,16 @@ impl Job {
         let method = install.method;
         let mut hops = Vec::new();
         let mut previous = base;
-        for release in &releases {
+        for (i, release) in releases.iter().enumerate() {
+            progress::step(
+                format!(
+                    "upgrade to {} (hop {} of {})",
+                    release.version,
+                    i + 1,
+                    releases.len()
+                ),
+                "applying",
+            );
             let started = Instant::now();
             let outcome = self
                 .hop(client, method, previous.as_ref(), release, lock)
@@ -838,6 +847,7 @@ impl Job {
         path: &std::path::Path,
         index: &backup::Index,
     ) -> Result<String> {
+        progress::step(format!("restore of {version} from the backup"), "restoring");
         let report = restore::restore(client, path, index, false).await?;
         self.fact("restore", json!(report));
         let goal = RolloutGoal {

@@ -2,8 +2,10 @@
 //! the module binaries this `cargo test` just built.
 //!
 //! The copy keeps the repository layout (`ansible/`, `playbooks/` with its `roles` link,
-//! `inventory/`, `ansible.cfg`) so the playbooks are tested exactly as users run them, and it
-//! never picks up stale release binaries a developer may have in the role's `library/`.
+//! `inventory/`, `ansible.cfg`, and the `.collections` link through which `ansible.cfg` finds
+//! `ansible/` as the collection `k8s_calico.calico`) so the playbooks are tested exactly as
+//! users run them, and it never picks up stale release binaries a developer may have in
+//! `ansible/bin/`.
 
 #![allow(dead_code)]
 
@@ -63,7 +65,8 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 impl Workspace {
-    /// Copies the content and installs `binaries` (name, path) into the role's library.
+    /// Copies the content and installs `binaries` (module name, path) as the collection's
+    /// builds for this machine's architecture.
     pub fn new(binaries: &[(&str, &str)]) -> Option<Self> {
         let venv = venv()?;
         let dir = tempfile::tempdir().unwrap();
@@ -71,17 +74,18 @@ impl Workspace {
             copy_tree(&repo().join(part), &dir.path().join(part));
         }
         std::fs::copy(repo().join("ansible.cfg"), dir.path().join("ansible.cfg")).unwrap();
-        let library = dir.path().join("ansible/roles/k8s_calico/library");
-        for entry in std::fs::read_dir(&library).unwrap() {
-            let p = entry.unwrap().path();
-            if p.extension().is_none() {
-                // A developer's release build: not what this test run built.
-                std::fs::remove_file(p).unwrap();
-            }
-        }
+        let bin = dir.path().join("ansible/bin");
+        // A developer's release builds: not what this test run built.
+        let _ = std::fs::remove_dir_all(&bin);
+        std::fs::create_dir_all(&bin).unwrap();
         for (name, path) in binaries {
-            std::fs::copy(path, library.join(name)).unwrap();
+            std::fs::copy(path, bin.join(format!("{name}_{}", std::env::consts::ARCH))).unwrap();
         }
+        let link = dir
+            .path()
+            .join(".collections/ansible_collections/k8s_calico");
+        std::fs::create_dir_all(&link).unwrap();
+        std::os::unix::fs::symlink("../../../ansible", link.join("calico")).unwrap();
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
         Some(Self { dir, venv })
     }

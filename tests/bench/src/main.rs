@@ -37,7 +37,8 @@ pub struct Ctx {
     pub full: bool,
     /// Repetitions of each measured command.
     pub reps: usize,
-    /// Where the module binaries are (the role's library after `make build`).
+    /// Where the module binaries are (the collection's `ansible/bin` after `make build`, each
+    /// as `<module>_<architecture>`).
     pub modules: PathBuf,
     /// The bench virtualenv (ansible, kubernetes).
     pub venv: PathBuf,
@@ -48,9 +49,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// A module binary, which must exist.
+    /// A module binary for this machine, which must exist.
     pub fn module(&self, name: &str) -> Result<PathBuf> {
-        let p = self.modules.join(name);
+        let p = self
+            .modules
+            .join(format!("{name}_{}", std::env::consts::ARCH));
         if !p.is_file() {
             bail!("{} is missing: run `make build`", p.display());
         }
@@ -93,7 +96,7 @@ fn main() -> Result<()> {
     let mut full = false;
     let mut only: Option<Vec<String>> = None;
     let mut reps: Option<usize> = None;
-    let mut modules = repo.join("ansible/roles/k8s_calico/library");
+    let mut modules = repo.join("ansible/bin");
     let mut venv = repo.join(".venv-bench");
     let mut kubectl = measure::which("kubectl");
     let mut args = std::env::args().skip(1);
